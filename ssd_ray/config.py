@@ -1,0 +1,331 @@
+"""Configuration: YAML files validated into typed pydantic models, read in one place.
+
+Names follow the classic ssd.pytorch recipe (`num_classes`, `lr_steps`, `max_iter`, `feature_maps`,
+`min_dim`, `steps`, `min_sizes`, `max_sizes`, `aspect_ratios`, `variance`, `clip`, `name`) so users of
+that code recognise them. Every section rejects unknown keys; every error names the key and value.
+
+    cfg = load_config("configs/voc300.yaml", overrides=["train.lr=1e-3", "loss.neg_pos=4"])
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "ConfigError", "Config", "DataConfig", "ShapesConfig", "AugmentConfig", "ModelConfig",
+    "PriorsConfig", "LossConfig", "PostprocessConfig", "TrainConfig", "RayConfig", "MlflowConfig",
+    "load_config", "parse_overrides", "apply_overrides", "config_to_dict", "config_from_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run. The message names the file, key and offending value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------------------------------- data
+class ShapesConfig(_Section):
+    """Synthetic shapes data, generated into `data.root` on first use when absent."""
+
+    train: int = Field(2000, ge=1)
+    val: int = Field(300, ge=1)
+    seed: int = 0
+    size: int = Field(256, ge=64)
+
+
+class AugmentConfig(_Section):
+    """The SSD training augmentation; each step can be switched off for lighter recipes."""
+
+    photometric: bool = True
+    expand: bool = True
+    max_expand_ratio: float = Field(4.0, ge=1.0)
+    crop: bool = True
+    mirror: bool = True
+
+
+class DataConfig(_Section):
+    format: Literal["voc", "coco"] = "voc"
+    root: str
+    # VOC: "2007/trainval" entries (year/split, 07+12 is two entries); COCO: split names ("train2017").
+    train_sets: list[str] = Field(default_factory=lambda: ["2007/trainval", "2012/trainval"])
+    val_sets: list[str] = Field(default_factory=lambda: ["2007/test"])
+    classes: list[str] | None = None  # None: the format's standard list (VOC) or the JSON's (COCO)
+    keep_difficult: bool = False  # for training; evaluation always reads them and ignores them
+    keep_empty: bool = True  # images without objects stay in training as negatives
+    synthetic: ShapesConfig | None = None
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @field_validator("train_sets", "val_sets")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must name at least one set")
+        return v
+
+    @model_validator(mode="after")
+    def _voc_sets_have_years(self) -> "DataConfig":
+        if self.format == "voc":
+            for s in self.train_sets + self.val_sets:
+                year, _, split = s.partition("/")
+                if not year or not split:
+                    raise ValueError(f"VOC sets are written 'year/split' (e.g. '2007/trainval'), got {s!r}")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes has duplicates: {self.classes}")
+        return self
+
+    def voc_image_sets(self, which: Literal["train", "val"]) -> list[tuple[str, str]]:
+        sets = self.train_sets if which == "train" else self.val_sets
+        return [tuple(s.split("/", 1)) for s in sets]  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------- model, priors
+class ModelConfig(_Section):
+    backbone: Literal["vgg16", "light"] = "vgg16"
+    min_dim: int = Field(300, ge=32)
+    # Counts the background. Derived from the dataset's classes when absent, checked when present.
+    num_classes: int | None = Field(None, ge=2)
+    pretrained: str | None = None  # local torchvision vgg16 state dict; never downloaded
+    width: int = Field(32, ge=4)  # base channel width of the light backbone
+
+
+class PriorsConfig(_Section):
+    feature_maps: list[int]
+    steps: list[float]
+    min_sizes: list[float]
+    max_sizes: list[float]
+    aspect_ratios: list[list[int]]
+    variance: tuple[float, float] = (0.1, 0.2)
+    clip: bool = True
+
+    @field_validator("variance")
+    @classmethod
+    def _positive_variance(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if any(x <= 0 for x in v):
+            raise ValueError(f"variance must be > 0, got {list(v)}")
+        return v
+
+    @field_validator("feature_maps", "steps", "min_sizes", "max_sizes")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if not v or any(x <= 0 for x in v):
+            raise ValueError(f"must be a non-empty list of positive numbers, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _lengths_agree(self) -> "PriorsConfig":
+        lengths = {k: len(getattr(self, k)) for k in
+                   ("feature_maps", "steps", "min_sizes", "max_sizes", "aspect_ratios")}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"prior lists must have one entry per feature map, got lengths {lengths}")
+        for k, (lo, hi) in enumerate(zip(self.min_sizes, self.max_sizes)):
+            if hi < lo:
+                raise ValueError(f"max_sizes[{k}]={hi} is smaller than min_sizes[{k}]={lo}")
+        return self
+
+    @property
+    def boxes_per_location(self) -> list[int]:
+        """(s,s), (s',s'), then each aspect ratio and its reciprocal."""
+        return [2 + 2 * len(ar) for ar in self.aspect_ratios]
+
+    @property
+    def num_priors(self) -> int:
+        return sum(f * f * b for f, b in zip(self.feature_maps, self.boxes_per_location))
+
+
+# ------------------------------------------------------------------------------ loss, detection
+class LossConfig(_Section):
+    overlap_thresh: float = Field(0.5, gt=0.0, lt=1.0)
+    neg_pos: float = Field(3.0, ge=1.0)
+
+
+class PostprocessConfig(_Section):
+    conf_thresh: float = Field(0.01, ge=0.0, lt=1.0)
+    nms_thresh: float = Field(0.45, gt=0.0, le=1.0)
+    top_k: int = Field(200, ge=1)
+    nms_top_k: int = Field(200, ge=1)
+
+
+# ------------------------------------------------------------------------------------- train
+class TrainConfig(_Section):
+    batch_size: int = Field(32, ge=1)  # global: split evenly across workers
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    schedule: Literal["steps", "cosine"] = "steps"
+    lr: float = Field(1e-3, gt=0.0)  # for batch_size; scale linearly when changing it
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    no_bias_decay: bool = False
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    lr_steps: list[int] = Field(default_factory=lambda: [80000, 100000, 120000])
+    max_iter: int = Field(120000, ge=1)
+    warmup_iters: int = Field(500, ge=0)
+    warmup_factor: float = Field(1e-3, gt=0.0, le=1.0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)  # cosine floor as a fraction of lr
+    grad_clip: float | None = Field(None, gt=0.0)
+    checkpoint_every: int = Field(5000, ge=1)
+    eval_every: int = Field(10000, ge=1)
+    log_every: int = Field(20, ge=1)
+    seed: int = 0
+    amp: Literal["bf16", "fp16", "none"] = "bf16"  # CUDA only; CPU always runs float32
+    channels_last: bool = True  # CUDA only
+    max_bad_steps: int = Field(10, ge=1)  # consecutive non-finite losses before the run stops
+    eval_batch_size: int = Field(32, ge=1)
+
+    @field_validator("lr_steps")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(v, v[1:])) or any(s <= 0 for s in v):
+            raise ValueError(f"lr_steps must be positive and increasing, got {v}")
+        return v
+
+
+class RayConfig(_Section):
+    num_workers: int = Field(1, ge=0)  # 0 runs the loop in the driver process (no persisted checkpoints)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    data_cpus: float = Field(1.0, gt=0.0)  # CPUs each data (decode + augment) task asks for
+    data_concurrency: int | None = Field(None, ge=1)  # parallel data tasks; None: what the cluster holds
+    address: str | None = None  # None: RAY_ADDRESS or a local Ray
+    storage_path: str = "runs"  # checkpoints, MLflow db and artifacts live under here
+    max_failures: int = Field(2, ge=0)
+    # Placement on clusters: Ray label selectors for data operators and train workers.
+    data_label_selector: dict[str, str] | None = None
+    train_label_selector: dict[str, str] | None = None
+
+
+class MlflowConfig(_Section):
+    enabled: bool = True
+    tracking_uri: str | None = None  # None: sqlite:///<storage_path>/mlflow.db
+    experiment: str | None = None  # None: the config's name
+
+
+# ---------------------------------------------------------------------------------- top level
+class Config(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    priors: PriorsConfig
+    loss: LossConfig = Field(default_factory=LossConfig)
+    postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        t = self.train
+        if self.ray.num_workers > 1 and t.batch_size % self.ray.num_workers:
+            raise ValueError(f"train.batch_size={t.batch_size} must divide by ray.num_workers="
+                             f"{self.ray.num_workers} (it is the global batch)")
+        if t.schedule == "steps" and t.lr_steps and t.lr_steps[-1] > t.max_iter:
+            raise ValueError(f"train.lr_steps {t.lr_steps} go past train.max_iter={t.max_iter}")
+        if t.warmup_iters >= t.max_iter:
+            raise ValueError(f"train.warmup_iters={t.warmup_iters} must be < train.max_iter={t.max_iter}")
+        return self
+
+    def with_num_classes(self, class_names: list[str]) -> "Config":
+        """Derive `model.num_classes` from the dataset (+1 background) or check the configured one."""
+        derived = len(class_names) + 1
+        if self.model.num_classes is not None and self.model.num_classes != derived:
+            raise ConfigError(
+                f"model.num_classes={self.model.num_classes} disagrees with the dataset: "
+                f"{len(class_names)} classes + background = {derived}")
+        out = self.model_copy(deep=True)
+        out.model.num_classes = derived
+        return out
+
+    @property
+    def num_workers_or_one(self) -> int:
+        return max(1, self.ray.num_workers)
+
+
+# ------------------------------------------------------------------------------- loading
+def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
+    """`["train.lr=1e-3", "data.classes=[a, b]"]` -> [("train.lr", 0.001), ...]; values parse as YAML."""
+    out = []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
+        out.append((key.strip(), value))
+    return out
+
+
+def apply_overrides(raw: dict, overrides: list[tuple[str, Any]]) -> dict:
+    raw = copy.deepcopy(raw)
+    for key, value in overrides:
+        node = raw
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            if not isinstance(node[p], dict):
+                raise ConfigError(f"--set {key}: {p!r} is not a section")
+            node = node[p]
+        node[parts[-1]] = value
+    return raw
+
+
+def _format_error(e: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config {source}: the top level must be a mapping")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read and validate a YAML config; `overrides` are `key.sub=value` strings applied first.
+
+    Relative `data.root`, `model.pretrained` and `ray.storage_path` resolve against the current
+    directory at load time, because Ray workers run elsewhere.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML in {path}: {e}") from None
+    raw = apply_overrides(raw, parse_overrides(overrides))
+    cfg = config_from_dict(raw, str(path))
+    return resolve_paths(cfg)
+
+
+def resolve_paths(cfg: Config) -> Config:
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+    cfg.ray.storage_path = str(Path(cfg.ray.storage_path).expanduser().resolve())
+    if cfg.model.pretrained:
+        cfg.model.pretrained = str(Path(cfg.model.pretrained).expanduser().resolve())
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain-Python form (YAML/JSON safe); `config_from_dict(config_to_dict(c)) == c`."""
+    return cfg.model_dump(mode="json")

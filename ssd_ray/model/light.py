@@ -1,0 +1,71 @@
+"""A light conv-BN-ReLU backbone for fast CPU training at small inputs (e.g. 192-256 px).
+
+Plain 3x3 convs only: on the 2-core CPU a depthwise (MobileNet) SSD was ~15x slower per image than a
+plain conv stack of similar accuracy. Sources sit at strides 8, 16, 32, 64, then one more stride-2
+block per extra source; at width 32 the backbone has ~0.95M parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import spatial_size
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False),  # BN supplies the bias
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class LightBackbone(nn.Module):
+    """`x [B,3,H,W] -> num_sources maps`; with width w the channels are [4w, 8w, 8w, 4w, 4w, ...].
+
+    Map side per stride-2 conv: ceil(n/2), so 224 px -> [28, 14, 7, 4]; 192 -> [24, 12, 6, 3].
+    """
+
+    def __init__(self, width: int = 32, num_sources: int = 4) -> None:
+        super().__init__()
+        if width < 1 or num_sources < 1:
+            raise ValueError(f"light backbone needs width >= 1 and >= 1 source, got width={width}, sources={num_sources}")
+        w = width
+        stages = [
+            # stem to stride 8, doubling channels, then one stride-1 conv for context at stride 8
+            nn.Sequential(conv_bn_relu(3, w, 3, 2), conv_bn_relu(w, 2 * w, 3, 2), conv_bn_relu(2 * w, 4 * w, 3, 2),
+                          conv_bn_relu(4 * w, 4 * w, 3)),
+            nn.Sequential(conv_bn_relu(4 * w, 8 * w, 3, 2)),  # stride 16
+            # 1x1 bottleneck then 3x3/2, as the SSD extras do, to keep the deep maps cheap
+            nn.Sequential(conv_bn_relu(8 * w, 4 * w, 1), conv_bn_relu(4 * w, 8 * w, 3, 2)),  # stride 32
+        ]  # fmt: skip
+        out = [4 * w, 8 * w, 8 * w]
+        while len(stages) < num_sources:  # stride 64, 128, ...
+            stages.append(nn.Sequential(conv_bn_relu(out[-1], 2 * w, 1), conv_bn_relu(2 * w, 4 * w, 3, 2)))
+            out.append(4 * w)
+        self.stages = nn.ModuleList(stages[:num_sources])
+        self.out_channels: list[int] = out[:num_sources]
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        sources = []
+        for stage in self.stages:
+            x = stage(x)
+            sources.append(x)
+        return sources
+
+    def feature_map_sizes(self, min_dim: int) -> list[int]:
+        sizes, n = [], min_dim
+        for stage in self.stages:
+            n = spatial_size([stage], n)
+            sizes.append(n)
+        return sizes

@@ -1,0 +1,77 @@
+"""Load torchvision's ImageNet VGG16 (no BN) weights into an SSD's VGG backbone.
+
+fc6/fc7 become conv6/conv7 by decimation, as the SSD paper's `VGG_ILSVRC_16_layers_fc_reduced` did:
+fc6 `[4096, 512*7*7]` -> `[4096,512,7,7][::4, :, ::3, ::3]` = `[1024,512,3,3]` (every 3rd spatial tap,
+which is why conv6 is dilated 6 = 2 (pool5 removed stride) * 3), fc7 `[4096,4096][::4, ::4]`.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .vgg import CONV6_INDEX, CONV7_INDEX, VGG_CONV_INDICES, VGG16Backbone
+
+FC6, FC7 = "classifier.0", "classifier.3"  # torchvision vgg16 `classifier` Linear layers
+
+
+def _expected_keys() -> dict[str, tuple[int, ...] | None]:
+    """torchvision key -> required shape (None: checked against the target conv instead)."""
+    keys: dict[str, tuple[int, ...] | None] = {}
+    for i in VGG_CONV_INDICES:
+        keys[f"features.{i}.weight"] = None
+        keys[f"features.{i}.bias"] = None
+    keys |= {f"{FC6}.weight": (4096, 512 * 7 * 7), f"{FC6}.bias": (4096,), f"{FC7}.weight": (4096, 4096), f"{FC7}.bias": (4096,)}
+    return keys
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"VGG16 weights file not found: {path}")
+    try:
+        sd = torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise ValueError(f"{path}: not a torch state-dict file loadable with weights_only=True ({e})") from e
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: expected a state dict (dict of tensors), got {type(sd).__name__}")
+    return sd
+
+
+@torch.no_grad()
+def load_vgg16_imagenet(ssd: nn.Module, path: str | Path) -> None:
+    """Copy conv1_1..conv5_3 and the decimated fc6/fc7 from a torchvision `vgg16` state dict at `path`
+    into `ssd.backbone` (a `VGG16Backbone`). Extras, L2Norm and heads are left as initialised.
+
+    Raises ValueError naming the key on a missing key or a wrong shape.
+    """
+    path = Path(path)
+    backbone = getattr(ssd, "backbone", None)
+    if not isinstance(backbone, VGG16Backbone):
+        raise ValueError(f"load_vgg16_imagenet needs an SSD with the vgg16 backbone, got {type(backbone).__name__}")
+    sd = _read_state_dict(path)
+    expected = _expected_keys()
+    missing = [k for k in expected if k not in sd]
+    if missing:
+        hint = " (this looks like vgg16_bn; use torchvision vgg16 without batch norm)" if "features.1.running_mean" in sd else ""
+        raise ValueError(
+            f"{path}: key {missing[0]!r} missing from the VGG16 state dict "
+            f"({len(missing)} of {len(expected)} expected keys missing){hint}"
+        )
+    for key, shape in expected.items():
+        if shape is None:
+            idx, kind = key.split(".")[1:]
+            shape = tuple(getattr(backbone.vgg[int(idx)], kind).shape)
+        if tuple(sd[key].shape) != shape:
+            raise ValueError(f"{path}: {key!r} has shape {list(sd[key].shape)}, expected {list(shape)}")
+
+    for i in VGG_CONV_INDICES:
+        backbone.vgg[i].weight.copy_(sd[f"features.{i}.weight"])
+        backbone.vgg[i].bias.copy_(sd[f"features.{i}.bias"])
+    conv6, conv7 = backbone.vgg[CONV6_INDEX], backbone.vgg[CONV7_INDEX]
+    conv6.weight.copy_(sd[f"{FC6}.weight"].view(4096, 512, 7, 7)[::4, :, ::3, ::3])
+    conv6.bias.copy_(sd[f"{FC6}.bias"][::4])
+    conv7.weight.copy_(sd[f"{FC7}.weight"].view(4096, 4096, 1, 1)[::4, ::4])
+    conv7.bias.copy_(sd[f"{FC7}.bias"][::4])

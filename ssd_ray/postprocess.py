@@ -1,0 +1,55 @@
+"""Detections from raw SSD outputs: softmax, decode, per-class threshold, NMS, top-k.
+
+Shared by evaluation, prediction and export consumers, so every path scores the same boxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision.ops import batched_nms
+
+from .boxes import decode
+
+
+@torch.no_grad()
+def detect(
+    loc: torch.Tensor,
+    conf_logits: torch.Tensor,
+    priors: torch.Tensor,
+    conf_thresh: float = 0.01,
+    nms_thresh: float = 0.45,
+    top_k: int = 200,
+    nms_top_k: int = 200,
+    variance: Sequence[float] = (0.1, 0.2),
+) -> list[dict[str, torch.Tensor]]:
+    """Per-image detections from `loc [B,P,4]` offsets and `conf_logits [B,P,C]`.
+
+    For every foreground class: scores above `conf_thresh`, at most the `nms_top_k` highest, NMS at
+    `nms_thresh` (torchvision's `batched_nms`, one call for all images and classes); then at most
+    `top_k` detections per image across classes, highest score first.
+
+    Returns one dict per image: `boxes [K,4]` xyxy relative (not clipped: callers clip to the image),
+    `scores [K]` float32 and `labels [K]` int64 in `1..C-1` (0 is background).
+    """
+    B, P, C = conf_logits.shape
+    scores = torch.softmax(conf_logits.float(), dim=-1)[..., 1:]  # [B,P,C-1]
+    boxes = decode(loc.float(), priors.to(loc.device).float(), variance)  # [B,P,4]
+
+    k = min(nms_top_k, P)
+    top_scores, top_idx = scores.topk(k, dim=1)  # [B,k,C-1]: the nms_top_k best priors per class
+    keep_mask = top_scores > conf_thresh
+    img, _, cls = keep_mask.nonzero(as_tuple=True)
+    cand_scores = top_scores[keep_mask]
+    cand_boxes = boxes[img, top_idx[keep_mask]]
+    labels = cls + 1
+    # One NMS for everything: boxes of different images or classes never suppress each other.
+    keep = batched_nms(cand_boxes, cand_scores, img * C + labels, nms_thresh)  # sorted by score
+
+    kept_img = img[keep]
+    out = []
+    for b in range(B):
+        sel = keep[kept_img == b][:top_k]
+        out.append({"boxes": cand_boxes[sel], "scores": cand_scores[sel], "labels": labels[sel]})
+    return out
