@@ -52,6 +52,21 @@ def decode(loc: torch.Tensor, priors: torch.Tensor, variance: Variance = (0.1, 0
     return torch.cat((lo, lo + sizes), dim=-1)
 
 
+def _iou_gt_priors(gt_xyxy: torch.Tensor, prior_xyxy: torch.Tensor) -> torch.Tensor:
+    """IoU `[B,M,P]` of GT boxes `[B,M,4]` and priors `[P,4]`, both xyxy.
+
+    Same arithmetic, in the same order, as `torchvision.ops.box_iou` and the reference's `jaccard`
+    (so the same float32 bits), but on one coordinate plane at a time: box_iou builds `[N,P,2]`
+    corner tensors and reads them back strided, which made it ~4x slower here (bench/loss.py).
+    """
+    gx1, gy1, gx2, gy2 = gt_xyxy[..., None].unbind(-2)  # each [B,M,1]
+    px1, py1, px2, py2 = prior_xyxy.T.contiguous()  # each [P]
+    inter = (torch.minimum(gx2, px2) - torch.maximum(gx1, px1)).clamp_(min=0)
+    inter.mul_((torch.minimum(gy2, py2) - torch.maximum(gy1, py1)).clamp_(min=0))
+    union = ((gx2 - gx1) * (gy2 - gy1) + (px2 - px1) * (py2 - py1)).sub_(inter)
+    return inter.div_(union)
+
+
 def match(
     gt_boxes: torch.Tensor,
     gt_labels: torch.Tensor,
@@ -98,8 +113,8 @@ def match_batch(
                                                                     device=gt_boxes.device))
     prior_xyxy = point_form(priors)
     # IoU [B,M,P]; padding rows get -1 so they never win the argmax over GTs.
-    overlaps = box_iou(safe_boxes.reshape(-1, 4), prior_xyxy).view(B, M, P)
-    overlaps = overlaps.masked_fill(~valid[..., None], -1.0)
+    overlaps = _iou_gt_priors(safe_boxes, prior_xyxy)
+    overlaps = overlaps.masked_fill_(~valid[..., None], -1.0)
 
     best_prior_idx = overlaps.argmax(dim=2)  # [B,M] best prior of each GT (first index on ties)
     best_truth_overlap, best_truth_idx = overlaps.max(dim=1)  # [B,P] best GT of each prior
@@ -111,15 +126,13 @@ def match_batch(
     forced.scatter_reduce_(1, best_prior_idx, claims, reduce="amax", include_self=True)
     is_forced = forced >= 0
     best_truth_idx = torch.where(is_forced, forced, best_truth_idx)
-    best_truth_overlap = torch.where(is_forced, torch.full_like(best_truth_overlap, 2.0), best_truth_overlap)
+    # A forced prior counts as overlap 2 in the reference (index_fill_): always positive.
+    positive = is_forced | (best_truth_overlap >= threshold)  # [B,P]
 
     labels = torch.gather(gt_labels, 1, best_truth_idx)  # [B,P]
-    positive = best_truth_overlap >= threshold
-    conf_t = torch.where(positive, labels + 1, torch.zeros_like(labels)).long()
+    conf_t = (labels + 1).masked_fill_(~positive, 0).long()
 
     matched = torch.gather(safe_boxes, 1, best_truth_idx[..., None].expand(B, P, 4))  # [B,P,4]
-    # Background rows would encode whatever GT won the argmax (or log(0) for padding): zero them.
-    matched = torch.where(positive[..., None], matched, prior_xyxy.expand(B, P, 4))
-    loc_t = encode(matched, priors, variance)
-    loc_t = torch.where(positive[..., None], loc_t, torch.zeros_like(loc_t))
+    # Background rows encode whatever GT won the argmax (-inf for a padding row's zero box): zero them.
+    loc_t = encode(matched, priors, variance).masked_fill_(~positive[..., None], 0.0)
     return loc_t, conf_t

@@ -60,6 +60,7 @@ class DataConfig(_Section):
     classes: list[str] | None = None  # None: the format's standard list (VOC) or the JSON's (COCO)
     keep_difficult: bool = False  # for training; evaluation always reads them and ignores them
     keep_empty: bool = True  # images without objects stay in training as negatives
+    max_boxes: int = Field(100, ge=1)  # ground truth per image in a batch (padding width); extras dropped
     synthetic: ShapesConfig | None = None
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
@@ -177,6 +178,10 @@ class TrainConfig(_Section):
     channels_last: bool = True  # CUDA only
     max_bad_steps: int = Field(10, ge=1)  # consecutive non-finite losses before the run stops
     eval_batch_size: int = Field(32, ge=1)
+    # Reproducible data order (Ray Data preserve_order): exact resume on one worker, a little slower.
+    preserve_order: bool = False
+    # Fault injection for tests: iterations whose loss is replaced by NaN.
+    inject_nan_at: list[int] = Field(default_factory=list)
 
     @field_validator("lr_steps")
     @classmethod
@@ -195,6 +200,7 @@ class RayConfig(_Section):
     address: str | None = None  # None: RAY_ADDRESS or a local Ray
     storage_path: str = "runs"  # checkpoints, MLflow db and artifacts live under here
     max_failures: int = Field(2, ge=0)
+    torch_threads: int | None = Field(None, ge=1)  # intra-op threads per worker; None: cpus_per_worker
     # Placement on clusters: Ray label selectors for data operators and train workers.
     data_label_selector: dict[str, str] | None = None
     train_label_selector: dict[str, str] | None = None

@@ -15,15 +15,15 @@ from torch.autograd.function import once_differentiable
 class _SelectedCrossEntropy(torch.autograd.Function):
     """Sum of per-prior cross-entropy over a selection mask, with a fused backward.
 
-    Forward needs log-softmax over every prior anyway (hard-negative mining ranks all negatives),
-    so it returns both the selected sum and the per-prior background loss used for mining.
+    Takes the log-softmax that hard-negative mining already computed (it ranks every prior by its
+    background loss `-log_p[..., 0]`), so the `[B,P,C]` normalisation runs once per call.
     Backward writes `(softmax - onehot) * mask` in one pass instead of autograd's chain of
     log_softmax, gather and masking over the full `[B,P,C]` tensor.
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
-        log_p = torch.log_softmax(logits, dim=-1)
+    def forward(ctx, logits: torch.Tensor, log_p: torch.Tensor, target: torch.Tensor,
+                select: torch.Tensor) -> torch.Tensor:
         ce = -log_p.gather(-1, target[..., None]).squeeze(-1)  # [B,P]
         ctx.save_for_backward(log_p, target, select)
         return (ce * select).sum()
@@ -35,7 +35,7 @@ class _SelectedCrossEntropy(torch.autograd.Function):
         grad = log_p.exp()  # softmax
         grad.scatter_add_(-1, target[..., None], torch.full_like(target[..., None], -1, dtype=grad.dtype))
         grad.mul_((select * grad_out)[..., None])
-        return grad, None, None
+        return grad, None, None, None
 
 
 class MultiBoxLoss(nn.Module):
@@ -65,18 +65,26 @@ class MultiBoxLoss(nn.Module):
         loss_l = F.smooth_l1_loss(loc_pred, loc_t, reduction="none").sum(dim=-1)
         loss_l = torch.where(pos, loss_l, torch.zeros_like(loss_l)).sum()
 
-        neg = self.hard_negatives(conf_pred.detach(), conf_t, pos, num_pos)
-        loss_c = _SelectedCrossEntropy.apply(conf_pred, conf_t, (pos | neg).to(conf_pred.dtype))
+        with torch.no_grad():
+            log_p = torch.log_softmax(conf_pred.detach(), dim=-1)  # [B,P,C], shared by mining and CE
+            neg = self._hardest(-log_p[..., 0], pos, num_pos)
+        loss_c = _SelectedCrossEntropy.apply(conf_pred, log_p, conf_t, (pos | neg).to(conf_pred.dtype))
         return loss_l / n_total, loss_c / n_total
 
     def hard_negatives(self, conf_pred, conf_t, pos, num_pos) -> torch.Tensor:
-        """Mask `[B,P]` of the `neg_pos * num_pos` highest background-loss negatives of each image."""
+        """Mask `[B,P]` of the `neg_pos * num_pos` highest background-loss negatives of each image.
+
+        `conf_pred [B,P,C]` logits; the background loss is `logsumexp - logit_0` (= `-log_softmax[..., 0]`).
+        """
         with torch.no_grad():
-            bg_loss = torch.logsumexp(conf_pred, dim=-1) - conf_pred[..., 0]  # [B,P]
-            bg_loss = bg_loss.masked_fill(pos, 0.0)  # positives never count as negatives
-            order = bg_loss.argsort(dim=1, descending=True)
-            # rank[b, order[b, r]] = r: one sort and a scatter instead of the reference's two sorts.
-            ranks = torch.arange(order.shape[1], device=order.device).expand_as(order)
-            rank = torch.empty_like(order).scatter_(1, order, ranks)
-            num_neg = (self.neg_pos * num_pos).clamp(max=pos.shape[1] - 1)
-            return rank < num_neg[:, None]
+            return self._hardest(-torch.log_softmax(conf_pred, dim=-1)[..., 0], pos, num_pos)
+
+    def _hardest(self, bg_loss, pos, num_pos) -> torch.Tensor:
+        """Mask `[B,P]` of the `neg_pos * num_pos[b]` largest `bg_loss [B,P]` entries that are not `pos`."""
+        bg_loss = bg_loss.masked_fill(pos, 0.0)  # positives never count as negatives
+        order = bg_loss.argsort(dim=1, descending=True)
+        # rank[b, order[b, r]] = r: one sort and a scatter instead of the reference's two sorts.
+        ranks = torch.arange(order.shape[1], device=order.device).expand_as(order)
+        rank = torch.empty_like(order).scatter_(1, order, ranks)
+        num_neg = (self.neg_pos * num_pos).clamp(max=pos.shape[1] - 1)
+        return rank < num_neg[:, None]

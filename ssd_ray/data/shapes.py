@@ -30,7 +30,7 @@ import numpy as np
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "hexagon", "cross", "ellipse")
 
 # Bump when rendering or layout changes, so `find_existing` regenerates stale folders.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 META_FILE = ".shapes_meta.json"
 SPLITS = (("train", 0), ("val", 1))
 
@@ -73,7 +73,10 @@ def _two_colours(rng: np.random.Generator, spread: int) -> tuple[np.ndarray, np.
 
 
 def _mix(t: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
-    return (c0 + t[..., None] * (c1 - c0)).astype(np.uint8)
+    """[H,W] weights 0..1 -> [H,W,3] uint8 blend of c0 and c1 (a 256-entry cv2.LUT: ~10x faster than float maths)."""
+    lut = (c0 + np.linspace(0, 1, 256, dtype=np.float32)[:, None] * (c1 - c0)).astype(np.uint8)
+    t8 = (t * 255 + 0.5).astype(np.uint8)
+    return cv2.LUT(cv2.merge([t8, t8, t8]), lut.reshape(256, 1, 3))
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -93,7 +96,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     if kind == 3:  # smooth blobs: a coarse random grid upsampled
         n = int(rng.integers(3, 12))
         base = rng.integers(0, 256, 3)
-        grid = np.clip(base + rng.integers(-45, 46, (n, n, 3)), 0, 255).astype(np.uint8)
+        grid = np.clip(base + rng.integers(-35, 36, (n, n, 3)), 0, 255).astype(np.uint8)
         return cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
     # flat colour with grain
     base = rng.integers(0, 256, 3).astype(np.int16)
@@ -175,6 +178,7 @@ def render_image(seed: int, split_id: int, index: int, size: int = 256) -> Rende
     classes = rng.integers(0, len(SHAPE_CLASSES), n_objects)
 
     labels: list[int] = []
+    windows: list[tuple[int, int, int]] = []  # (ox, oy, side) canvas of each placed shape
     full_area: list[int] = []  # area when drawn
     visible: list[int] = []  # area still visible
     for d, cls_id in zip(diameters, classes):
@@ -185,6 +189,9 @@ def render_image(seed: int, split_id: int, index: int, size: int = 256) -> Rende
             mask = np.zeros((side, side), dtype=np.uint8)
             _draw_shape(SHAPE_CLASSES[cls_id], mask, side / 2, r, rng)
             m = mask.view(bool)
+            area = int(m.sum())
+            if area == 0:
+                continue  # cannot happen for size >= 64 (diameter >= 4 px); guards against empty boxes
             own = owner[oy:oy + side, ox:ox + side]
             under = own[m]
             covered = np.bincount(under[under >= 0], minlength=len(labels))
@@ -194,18 +201,20 @@ def render_image(seed: int, split_id: int, index: int, size: int = 256) -> Rende
             for i in range(k):
                 visible[i] -= int(covered[i])
             region = image[oy:oy + side, ox:ox + side]
-            region[m] = _contrasting_colour(rng, region[m].mean(axis=0))
+            under_mean = np.array(cv2.mean(region, mask=mask)[:3])  # cv2.mean: ~10x faster than region[m].mean
+            region[m] = _contrasting_colour(rng, under_mean)
             own[m] = k
-            area = int(m.sum())
             labels.append(int(cls_id))
+            windows.append((ox, oy, side))
             full_area.append(area)
             visible.append(area)
             break
 
     boxes = np.zeros((len(labels), 4), dtype=np.int64)
-    for i in range(len(labels)):
-        x, y, w, h = cv2.boundingRect((owner == i).view(np.uint8))
-        boxes[i] = (x, y, x + w, y + h)
+    for i, (ox, oy, side) in enumerate(windows):
+        # a shape's pixels never leave its canvas, so the box search can stay inside it
+        x, y, w, h = cv2.boundingRect((owner[oy:oy + side, ox:ox + side] == i).view(np.uint8))
+        boxes[i] = (ox + x, oy + y, ox + x + w, oy + y + h)
     return RenderedImage(image=image, background=background, owner=owner,
                          labels=np.array(labels, dtype=np.int64), boxes_px=boxes,
                          areas=np.array(visible, dtype=np.int64))
@@ -272,12 +281,14 @@ def _write_coco(out: str, counts: dict[str, int], seed: int, size: int) -> None:
         images, anns = [], []
         for i in range(counts[split]):
             file_name = f"{i:06d}.jpg"
+            # ids unique across splits (train 1.., val 1000001..), so concatenated splits don't collide
+            image_id = split_id * 1_000_000 + i + 1
             r = render_image(seed, split_id, i, size)
             _write_bytes(os.path.join(img_dir, file_name), _jpeg(r.image))
-            images.append({"id": i + 1, "file_name": file_name, "width": size, "height": size})
+            images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
             for lab, (x0, y0, x1, y1), area in zip(r.labels, r.boxes_px, r.areas):
                 x0, y0, x1, y1 = int(x0), int(y0), int(x1), int(y1)
-                anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(lab) + 1,
+                anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(lab) + 1,
                              "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(area), "iscrowd": 0,
                              # box polygon: some tools expect a segmentation field on every annotation
                              "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]})
@@ -332,8 +343,8 @@ def write_shapes(out_dir: str, fmt: str = "voc", n_train: int = 2000, n_val: int
     """
     if fmt not in ("voc", "coco"):
         raise ValueError(f"write_shapes: fmt must be 'voc' or 'coco', got {fmt!r}")
-    if n_train < 0 or n_val < 0:
-        raise ValueError(f"write_shapes: image counts must be >= 0, got n_train={n_train}, n_val={n_val}")
+    if n_train < 0 or n_val < 0 or max(n_train, n_val) >= 1_000_000:
+        raise ValueError(f"write_shapes: image counts must be in [0, 1e6), got n_train={n_train}, n_val={n_val}")
     if size < 64:
         raise ValueError(f"write_shapes: size must be >= 64 px, got {size}")
     out = os.path.abspath(os.fspath(out_dir))
@@ -342,10 +353,16 @@ def write_shapes(out_dir: str, fmt: str = "voc", n_train: int = 2000, n_val: int
     if os.path.exists(stamp):
         os.remove(stamp)  # an interrupted rewrite must not look complete
     counts = {"train": int(n_train), "val": int(n_val)}
-    if fmt == "voc":
-        _write_voc(out, counts, seed, size, str(year))
-    else:
-        _write_coco(out, counts, seed, size)
+    # cv2's thread pool only adds overhead on 256 px images (2x slower wall time on a busy 2-core box).
+    prev_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        if fmt == "voc":
+            _write_voc(out, counts, seed, size, str(year))
+        else:
+            _write_coco(out, counts, seed, size)
+    finally:
+        cv2.setNumThreads(prev_threads)
     p = _params(fmt, n_train, n_val, seed, size, year)
     _write_bytes(stamp, json.dumps(p, sort_keys=True).encode())
     return out

@@ -29,6 +29,7 @@ missing root, a missing split file, an empty split -- raise one error naming the
 from __future__ import annotations
 
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
@@ -207,12 +208,13 @@ def _read_record(
         except (AttributeError, TypeError, ValueError):
             skipped.skip("bad_box", xml_path, f"{cls}: missing or non-numeric <bndbox>")
             continue
-        box = np.array([(xmin - 1) / width, (ymin - 1) / height, xmax / width, ymax / height])
-        if not np.all(np.isfinite(box)):
+        # Plain floats, not numpy: per-box numpy calls made reading VOC07+12 twice as slow.
+        box = ((xmin - 1) / width, (ymin - 1) / height, xmax / width, ymax / height)
+        if not all(math.isfinite(v) for v in box):
             skipped.skip("bad_box", xml_path, f"{cls}: non-finite <bndbox> {xmin},{ymin},{xmax},{ymax}")
             continue
-        clipped = np.clip(box, 0.0, 1.0)
-        if np.any(clipped != box):
+        clipped = tuple(min(max(v, 0.0), 1.0) for v in box)
+        if clipped != box:
             skipped.skip("box_clipped", xml_path,
                          f"{cls}: ({xmin},{ymin},{xmax},{ymax}) outside {width}x{height}")
         if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:

@@ -24,7 +24,8 @@ def _expected_keys() -> dict[str, tuple[int, ...] | None]:
     for i in VGG_CONV_INDICES:
         keys[f"features.{i}.weight"] = None
         keys[f"features.{i}.bias"] = None
-    keys |= {f"{FC6}.weight": (4096, 512 * 7 * 7), f"{FC6}.bias": (4096,), f"{FC7}.weight": (4096, 4096), f"{FC7}.bias": (4096,)}
+    keys[f"{FC6}.weight"], keys[f"{FC6}.bias"] = (4096, 512 * 7 * 7), (4096,)
+    keys[f"{FC7}.weight"], keys[f"{FC7}.bias"] = (4096, 4096), (4096,)
     return keys
 
 
@@ -53,14 +54,18 @@ def load_vgg16_imagenet(ssd: nn.Module, path: str | Path) -> None:
         raise ValueError(f"load_vgg16_imagenet needs an SSD with the vgg16 backbone, got {type(backbone).__name__}")
     sd = _read_state_dict(path)
     expected = _expected_keys()
-    missing = [k for k in expected if k not in sd]
-    if missing:
-        hint = " (this looks like vgg16_bn; use torchvision vgg16 without batch norm)" if "features.1.running_mean" in sd else ""
-        raise ValueError(
-            f"{path}: key {missing[0]!r} missing from the VGG16 state dict "
-            f"({len(missing)} of {len(expected)} expected keys missing){hint}"
-        )
+    # Check every key before copying anything, so a bad file leaves the model untouched.
     for key, shape in expected.items():
+        if key not in sd:
+            n_missing = sum(k not in sd for k in expected)
+            bn = "features.1.running_mean" in sd
+            hint = " (this looks like vgg16_bn; use torchvision vgg16 without batch norm)" if bn else ""
+            raise ValueError(
+                f"{path}: key {key!r} missing from the VGG16 state dict "
+                f"({n_missing} of {len(expected)} expected keys missing){hint}"
+            )
+        if not isinstance(sd[key], torch.Tensor):
+            raise ValueError(f"{path}: {key!r} is a {type(sd[key]).__name__}, not a tensor")
         if shape is None:
             idx, kind = key.split(".")[1:]
             shape = tuple(getattr(backbone.vgg[int(idx)], kind).shape)

@@ -139,6 +139,6 @@ def build_ssd(model_cfg: Any, priors_cfg: Any) -> SSD:
     pretrained = getattr(model_cfg, "pretrained", None)
     if pretrained:
         if backbone_name != "vgg16":
-            raise ValueError(f"model.pretrained is only supported for vgg16, not {backbone_name!r}")
+            raise ValueError(f"model.pretrained is supported only for vgg16, not {backbone_name!r}")
         load_vgg16_imagenet(ssd, Path(pretrained))
     return ssd

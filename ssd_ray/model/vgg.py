@@ -78,7 +78,7 @@ class VGG16Backbone(nn.Module):
         self.vgg = nn.ModuleList(vgg_layers())
         self.l2norm = L2Norm(512, scale=20.0)
         self.extras = nn.ModuleList(extra_layers(variant))
-        self.out_channels: list[int] = [512, 1024] + [self.extras[k].out_channels for k in range(1, len(self.extras), 2)]
+        self.out_channels: list[int] = [512, 1024] + [conv.out_channels for conv in self.extras[1::2]]
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -1,0 +1,95 @@
+"""Checkpoint and model files: what they hold and how they load (always `weights_only=True`).
+
+Two kinds of file, both plain dicts of tensors and Python values (no pickled modules):
+
+- a *training checkpoint* (`checkpoint.pt` in a Ray Train checkpoint folder): model, optimizer,
+  scheduler, iteration, RNG state, resolved config, class names, input normalisation, MLflow run id;
+- a *model file* (`model.pt`): weights + config + class names + normalisation, everything
+  `load_model` needs to rebuild the network for prediction, evaluation or export.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FORMAT = "ssd-ray/model/1"
+
+
+def normalization_spec() -> dict[str, Any]:
+    """How inputs are prepared (travels with every checkpoint, so consumers need no guessing)."""
+    from .model import IMAGENET_MEAN, IMAGENET_STD
+
+    return {"channels": "RGB", "dtype": "uint8", "scale": 1 / 255, "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD), "resize": "square, cv2.INTER_LINEAR"}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare module under DDP / torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def save(state: dict, path: str | os.PathLike) -> None:
+    """Write atomically: a crash mid-write never leaves a truncated file where a good one was."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling error means the same thing to the user
+        raise ValueError(f"cannot load checkpoint {path}: {e}") from e
+
+
+def model_state(model: nn.Module, config: dict, class_names: list[str]) -> dict:
+    return {"format": MODEL_FORMAT, "model": unwrap(model).state_dict(), "config": config,
+            "class_names": list(class_names), "normalization": normalization_spec()}
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild a trained SSD from a model file or a training checkpoint.
+
+    Returns `(model in eval mode on device, priors [P,4] cxcywh on device, state dict)`; the state
+    holds `config` (dict), `class_names` and `normalization`.
+    """
+    from .config import config_from_dict
+    from .model import build_ssd
+    from .priors import priors_from_config
+
+    state = load(path, map_location="cpu")
+    for key in ("model", "config", "class_names"):
+        if key not in state:
+            raise ValueError(f"{path} is not an ssd-ray checkpoint or model file (no {key!r})")
+    cfg = config_from_dict(state["config"], source=str(path))
+    cfg.model.pretrained = None  # the weights come from the file, not from ImageNet
+    model = build_ssd(cfg.model, cfg.priors)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    return model, priors_from_config(cfg.model, cfg.priors).to(device), state
+
+
+def load_weights_for_finetune(model: nn.Module, path: str | os.PathLike) -> list[str]:
+    """`--init-from`: copy every weight whose name and shape agree; return the names left as initialised.
+
+    Heads whose class count differs (conf layers) keep their fresh initialisation.
+    """
+    state = load(path)["model"]
+    own = unwrap(model).state_dict()
+    compatible = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    unwrap(model).load_state_dict(compatible, strict=False)
+    return sorted(set(own) - set(compatible))

@@ -1,0 +1,153 @@
+"""Records -> Ray Data -> ready training batches on each worker.
+
+The training stream is a finite dataset of *sample positions*: position `t` belongs to epoch
+`t // N` and shows record `perm_e[t % N]`, where `perm_e` is a permutation seeded by `(seed, epoch)`.
+A run of `max_iter` iterations consumes exactly `(max_iter - start_iter) * batch_size` positions, so
+the loop reads one stream across epoch boundaries (the reference's StopIteration cannot happen) and a
+resumed run starts at the position where the checkpoint stopped.
+
+Each position is decoded and augmented by a Ray Data `map_batches` task on CPU nodes, with
+randomness from `(seed, epoch, record index)`: a fresh augmentation every epoch, identical for the same
+sample wherever it runs. Batches cross to the workers as uint8 images (normalised on the device) and
+padded ground truth (`boxes [B,M,4]`, `labels [B,M]` with -1 padding); matching runs batched on the
+worker (`ssd_ray.boxes.match_batch`), which costs milliseconds there.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from .augment import SSDAugmentation, decode_image
+from .records import DetectionDataset, ImageRecord
+
+log = logging.getLogger(__name__)
+
+ROWS_PER_BLOCK = 256  # a few blocks per data CPU per thousand samples: big enough to amortise tasks
+MAP_BATCH = 32  # rows per map_batches call
+SUBSTITUTE_TRIES = 8  # records tried in place of an unreadable image before giving up on the row
+
+
+def sample_schedule(num_records: int, seed: int, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch and record index of stream positions `[start, start + count)`: each epoch a seeded permutation."""
+    if num_records <= 0:
+        raise ValueError("the training set is empty")
+    pos = np.arange(start, start + count, dtype=np.int64)
+    epochs = pos // num_records
+    index = np.empty_like(pos)
+    for e in np.unique(epochs):
+        sel = epochs == e
+        perm = np.random.default_rng([seed, int(e)]).permutation(num_records)
+        index[sel] = perm[pos[sel] % num_records]
+    return epochs, index
+
+
+@dataclass(frozen=True)
+class _Sample:
+    path: str
+    boxes: np.ndarray
+    labels: np.ndarray
+
+
+class TrainSampleMaker:
+    """`map_batches` function: `{"epoch", "index"}` rows -> decoded, augmented, padded samples.
+
+    Output columns: `image` uint8 `[b,S,S,3]` RGB, `boxes` float32 `[b,M,4]` xyxy 0..1, `labels` int64
+    `[b,M]` (0-based, -1 = padding), `skipped` int32 `[b]` (unreadable images replaced to make this row).
+    An unreadable image is logged with its path, counted, and replaced by another record chosen
+    deterministically, so the stream keeps its length and DDP ranks stay in step.
+    """
+
+    def __init__(self, records: list[ImageRecord], augment: SSDAugmentation, seed: int, max_boxes: int):
+        self.samples = [_Sample(r.path, r.boxes, r.labels) for r in records]
+        self.augment = augment
+        self.seed = seed
+        self.max_boxes = max_boxes
+
+    def _load(self, index: int) -> tuple[np.ndarray, _Sample, int]:
+        n = len(self.samples)
+        for attempt in range(SUBSTITUTE_TRIES):
+            # A fixed stride walks to a different record on each attempt, the same wherever it runs.
+            s = self.samples[(index + attempt * 7919) % n]
+            try:
+                return decode_image(s.path), s, attempt
+            except (ValueError, OSError) as e:
+                log.warning("skipped (unreadable image): %s: %s", s.path, e)
+        raise RuntimeError(f"{SUBSTITUTE_TRIES} images in a row could not be read, starting at "
+                           f"{self.samples[index].path}: is the dataset readable from this node?")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        b, size, m = len(batch["index"]), self.augment.size, self.max_boxes
+        images = np.empty((b, size, size, 3), dtype=np.uint8)
+        boxes = np.zeros((b, m, 4), dtype=np.float32)
+        labels = np.full((b, m), -1, dtype=np.int64)
+        skipped = np.zeros(b, dtype=np.int32)
+        for row, (epoch, index) in enumerate(zip(batch["epoch"].tolist(), batch["index"].tolist())):
+            image, s, skipped[row] = self._load(index)
+            rng = np.random.default_rng([self.seed, epoch, index])
+            img, bx, lb = self.augment(image, s.boxes, s.labels, rng)
+            images[row] = img
+            k = min(len(bx), m)  # more than max_boxes objects: the rest are dropped (config data.max_boxes)
+            boxes[row, :k], labels[row, :k] = bx[:k], lb[:k]
+        return {"image": images, "boxes": boxes, "labels": labels, "skipped": skipped}
+
+
+def make_augmentation(cfg) -> SSDAugmentation:
+    a = cfg.data.augment
+    return SSDAugmentation(cfg.model.min_dim, photometric=a.photometric, expand=a.expand,
+                           max_expand_ratio=a.max_expand_ratio, crop=a.crop, mirror=a.mirror)
+
+
+def data_remote_args(cfg) -> dict:
+    """The one place where data operators' resources and placement (Ray label selectors) are set."""
+    args: dict = {"num_cpus": cfg.ray.data_cpus}
+    if cfg.ray.data_label_selector:
+        args["label_selector"] = dict(cfg.ray.data_label_selector)
+    return args
+
+
+def build_train_dataset(dataset: DetectionDataset, cfg, start_iter: int = 0):
+    """The lazy Ray dataset of training samples for iterations `[start_iter, max_iter)`.
+
+    Never materialised: Ray Data streams it through the augmentation tasks to the workers.
+    """
+    import ray
+
+    count = (cfg.train.max_iter - start_iter) * cfg.train.batch_size
+    if count <= 0:
+        raise ValueError(f"nothing to train: start iteration {start_iter} >= max_iter {cfg.train.max_iter}")
+    epochs, index = sample_schedule(len(dataset.records), cfg.train.seed, start_iter * cfg.train.batch_size, count)
+    blocks = [pa.table({"epoch": epochs[i:i + ROWS_PER_BLOCK], "index": index[i:i + ROWS_PER_BLOCK]})
+              for i in range(0, count, ROWS_PER_BLOCK)]
+    maker = TrainSampleMaker(dataset.records, make_augmentation(cfg), cfg.train.seed, cfg.data.max_boxes)
+    compute = None
+    if cfg.ray.data_concurrency:
+        compute = ray.data.TaskPoolStrategy(size=cfg.ray.data_concurrency)
+    return ray.data.from_arrow(blocks).map_batches(
+        maker, batch_size=MAP_BATCH, batch_format="numpy", compute=compute, **data_remote_args(cfg))
+
+
+def data_execution_options(cfg, preserve_order: bool):
+    """Ray Data options for the training ingest: order (exact resume) and placement of the whole dataset."""
+    from ray.data import ExecutionOptions
+
+    return ExecutionOptions(preserve_order=preserve_order,
+                            label_selector=dict(cfg.ray.data_label_selector) if cfg.ray.data_label_selector else None)
+
+
+try:  # Ray's collate base class; the module stays importable without Ray for the GPU check script.
+    from ray.data.collate_fn import NumpyBatchCollateFn as _CollateBase
+except ImportError:  # pragma: no cover
+    _CollateBase = object
+
+
+class SSDCollate(_CollateBase):
+    """Numpy batch -> dict of CPU tensors (copied: Ray's numpy batches are read-only)."""
+
+    def __call__(self, batch: dict[str, np.ndarray]):
+        import torch
+
+        return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in batch.items()}
