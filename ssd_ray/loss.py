@@ -32,7 +32,10 @@ class _SelectedCrossEntropy(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         log_p, target, select = ctx.saved_tensors
-        grad = log_p.exp()  # softmax
+        # softmax, in place: log_p is the loss's own [B,P,C] buffer and is not read again; a fresh
+        # 24 MB tensor (B=32, SSD300) costs more in page faults than the exp itself on CPU. A second
+        # backward through the same graph is caught by autograd's saved-tensor version check.
+        grad = log_p.exp_()
         grad.scatter_add_(-1, target[..., None], torch.full_like(target[..., None], -1, dtype=grad.dtype))
         grad.mul_((select * grad_out)[..., None])
         return grad, None, None, None
@@ -47,7 +50,10 @@ class MultiBoxLoss(nn.Module):
       with the highest background loss (capped at P - 1);
     - both divided by N, the batch's total number of positives (at least 1, so a batch without any
       positive gives a finite zero instead of the reference's NaN).
-    Predictions may be bf16/fp16 (autocast); the loss is computed in float32.
+    Predictions may be bf16/fp16 (autocast); the loss is computed in float32. A NaN anywhere in the
+    predictions makes the loss NaN (the training loop detects it and skips the step). One backward
+    per forward: backward reuses the loss's `[B,P,C]` buffer in place, so a second backward through
+    the same graph (`retain_graph=True`) raises autograd's "modified by an inplace operation" error.
     """
 
     def __init__(self, neg_pos: float = 3.0):
@@ -62,8 +68,9 @@ class MultiBoxLoss(nn.Module):
         num_pos = pos.sum(dim=1)  # [B]
         n_total = num_pos.sum().clamp(min=1).to(loc_pred.dtype)
 
-        loss_l = F.smooth_l1_loss(loc_pred, loc_t, reduction="none").sum(dim=-1)
-        loss_l = torch.where(pos, loss_l, torch.zeros_like(loss_l)).sum()
+        # Multiplying by the positive mask (rather than torch.where / boolean indexing) halves the
+        # cost of this term; it needs finite background rows in loc_t (match_batch writes 0 there).
+        loss_l = (F.smooth_l1_loss(loc_pred, loc_t, reduction="none") * pos[..., None]).sum()
 
         with torch.no_grad():
             log_p = torch.log_softmax(conf_pred.detach(), dim=-1)  # [B,P,C], shared by mining and CE

@@ -237,12 +237,15 @@ def test_crop_falls_back_to_whole_image_when_no_patch_exists():
 def test_crop_mode_frequencies_and_whole_image_share():
     """Modes are drawn uniformly; P(whole) follows from the per-mode success rates and 10 rounds."""
     w, h = 200, 150
-    gt = np.array([[50.0, 40.0, 110.0, 100.0], [120.0, 20.0, 190.0, 140.0]])
-    # Success rate of one round (50 tries) of each constrained mode, measured on its own.
-    n_est = 800
+    gt = np.array([[50.0, 40.0, 100.0, 90.0], [120.0, 20.0, 170.0, 100.0]])
+    # Success rate of one round (50 tries) of each constrained mode, measured on its own
+    # (here about 0.1/0.3/free: 1, 0.5: 0.45, 0.7: 0.01, 0.9: 0, so P(whole) ~ 0.22 vs 1/7 without retries).
+    n_est = 500
     success = {m: np.mean([not _sample_crop(w, h, gt, rng(6, i), modes=(m,), rounds=1).fallback
                            for i in range(n_est)]) for m in CROP_MODES if m != "whole"}
-    p_cont = sum(1 - s for s in success.values()) / 7  # a round draws a constrained mode and fails
+    # A round ends in "whole" w.p. 1/7, continues w.p. p_cont (constrained mode drawn and failed);
+    # after 10 rounds the whole image is kept: P(whole) = (1/7) sum_{k<10} p_cont^k + p_cont^10.
+    p_cont = sum(1 - s for s in success.values()) / 7
     expected_whole = sum(p_cont ** k for k in range(10)) / 7 + p_cont ** 10
     n = 3000
     draws = [_sample_crop(w, h, gt, rng(7, i)) for i in range(n)]
@@ -251,10 +254,11 @@ def test_crop_mode_frequencies_and_whole_image_share():
     for k in range(7):
         assert abs((first == k).sum() - n / 7) < 4 * sigma, (CROP_MODES[k], (first == k).sum())
     whole = np.mean([d.mode == "whole" for d in draws])
-    # binomial noise of `whole` plus the noise of the success-rate estimates (propagated roughly)
-    tol = 4 * math.sqrt(expected_whole * (1 - expected_whole) / n) + 4 * math.sqrt(0.25 / n_est) / 7 * 2
+    # 4 sigma of the binomial noise of `whole`, plus 4 sigma of the p_cont estimate (d P/d p_cont < 1)
+    sd_p_cont = math.sqrt(sum(s * (1 - s) for s in success.values()) / n_est) / 7
+    tol = 4 * math.sqrt(expected_whole * (1 - expected_whole) / n) + 4 * sd_p_cont
     assert abs(whole - expected_whole) < tol, (whole, expected_whole, success)
-    assert expected_whole > 1 / 7 + 0.01  # 0.9 fails often here, so the fallback share is visible
+    assert expected_whole - 1 / 7 > tol  # the retry/fallback share is large enough to be tested here
 
 
 def test_whole_image_share_without_boxes_is_one_seventh():
@@ -269,7 +273,7 @@ def test_whole_image_share_without_boxes_is_one_seventh():
 def test_expand_and_mirror_frequencies_and_ranges():
     aug = SSDAugmentation(300)
     boxes = np.array([[0.1, 0.1, 0.6, 0.5], [0.5, 0.4, 0.9, 0.95]], np.float32)
-    n = 2500
+    n = 2000
     gs = [aug.sample_geometry(500, 375, boxes, rng(9, i)) for i in range(n)]
     sigma = math.sqrt(n * 0.25)
     expanded = [g for g in gs if g.expanded]
@@ -291,7 +295,7 @@ def test_kept_boxes_are_those_with_centre_in_patch_and_always_valid():
     boxes = np.array([[0.1, 0.1, 0.4, 0.5], [0.3, 0.3, 0.9, 0.9], [0.7, 0.05, 0.95, 0.3]], np.float32)
     labels = np.array([4, 7, 9])
     kept_total = 0
-    for i in range(400):
+    for i in range(300):
         out, b, lab = aug(img, boxes, labels, rng(11, i))
         # Recompute the geometry draw: photometric draws come first, so skip them with a twin rng.
         twin = rng(11, i)
@@ -307,7 +311,7 @@ def test_kept_boxes_are_those_with_centre_in_patch_and_always_valid():
         assert b.dtype == np.float32 and b.shape == (len(lab), 4) and lab.dtype == np.int64
         assert ((b >= 0) & (b <= 1)).all() and (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
         kept_total += len(lab)
-    assert 1.0 < kept_total / 400 < 3.0  # crops drop some boxes, but not all of them on average
+    assert 1.0 < kept_total / 300 < 3.0  # crops drop some boxes, but not all of them on average
 
 
 def test_empty_boxes_never_crash():

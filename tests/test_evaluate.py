@@ -387,7 +387,8 @@ def test_result_reports_are_written(tmp_path):
     assert result.ap_area["traffic light"] == 0.5
     assert result.ap_07["traffic light"] == pytest.approx(6 / 11)
     paths = result.write(str(tmp_path / "out"))
-    assert sorted(Path(p).name for p in paths.values()) == ["ap_table.txt", "metrics.json", "pr_n_a.png", "pr_traffic_light.png"]
+    assert sorted(Path(p).name for p in paths.values()) == [
+        "ap_table.txt", "metrics.json", "pr_n_a.png", "pr_traffic_light.png"]
     for p in paths.values():
         assert Path(p).stat().st_size > 0
     png = cv2.imread(paths["pr_traffic_light.png"])
@@ -474,3 +475,37 @@ def test_vectorised_matching_equals_the_reference_loop(plus_one):
     assert 20 < tp.sum() and 20 < fp.sum() and (tp + fp).sum() < 300  # TPs, FPs and ignored rows
     np.testing.assert_array_equal(m.tp, tp)
     np.testing.assert_array_equal(m.fp, fp)
+
+
+def test_all_class_pass_equals_per_class_matching():
+    # evaluate_detections matches all classes in one IoU pass per image; per class it must give
+    # what match_class gives on that class alone (other classes' boxes invisible to it).
+    from ssd_ray.evaluate import match_class, precision_recall
+
+    rng = np.random.default_rng(1)
+    names = ["a", "b", "c"]
+    records, dets = [], []
+    for i in range(15):
+        n = int(rng.integers(0, 6))
+        xy = rng.uniform(0, 0.6, (n, 2))
+        records.append(ImageRecord(f"i{i}", "", 120, 90, np.concatenate([xy, xy + rng.uniform(0.1, 0.4, (n, 2))], 1),
+                                   rng.integers(0, 3, n), rng.random(n) < 0.2))
+        k = 25
+        boxes = rng.uniform(0, 0.5, (k, 4))
+        boxes[:, 2:] += 0.3
+        if n:  # most detections jitter a GT box of any class, labelled with a random class
+            pick = rng.integers(0, n, k)
+            boxes[:20] = records[-1].boxes[pick[:20]] + rng.normal(0, 0.02, (20, 4))
+        dets.append({"boxes": boxes, "scores": rng.choice([0.2, 0.4, 0.6], k), "labels": rng.integers(1, 4, k)})
+    m = evaluate_detections(records, dets, names)
+    for c, name in enumerate(names):
+        gt_b = [r.boxes[r.labels == c].astype(np.float64) * [120, 90, 120, 90] for r in records]
+        gt_d = [r.difficult[r.labels == c] for r in records]
+        sel = [np.asarray(d["labels"]) == c + 1 for d in dets]
+        match = match_class(gt_b, gt_d, np.concatenate([np.full(s.sum(), i) for i, s in enumerate(sel)]),
+                            np.concatenate([d["scores"][s] for d, s in zip(dets, sel)]),
+                            np.concatenate([d["boxes"][s] * [120, 90, 120, 90] for d, s in zip(dets, sel)]))
+        rec, prec = precision_recall(match)
+        assert match.tp.sum() > 3 and match.fp.sum() > 3
+        np.testing.assert_allclose(m.classes[c].rec, rec, atol=1e-12)
+        np.testing.assert_allclose(m.classes[c].prec, prec, atol=1e-12)

@@ -212,7 +212,7 @@ def _sample_crop(canvas_w: int, canvas_h: int, boxes_px: np.ndarray, rng: np.ran
     have_boxes = len(boxes_px) > 0
     centres = (boxes_px[:, :2] + boxes_px[:, 2:]) / 2 if have_boxes else None
     tried = []
-    for _ in range(rounds + 3):
+    for _ in range(rounds):
         mode = modes[rng.integers(len(modes))]
         tried.append(mode)
         if mode == "whole":
@@ -253,9 +253,15 @@ class Geometry:
 
     def source_to_canvas(self, boxes_rel: np.ndarray, width: int, height: int) -> np.ndarray:
         """Relative source boxes `[n,4]` -> canvas pixel boxes `[n,4]` float64 xyxy."""
-        scale = np.array([width, height, width, height], dtype=np.float64)
-        shift = np.array([*self.offset, *self.offset], dtype=np.float64)
-        return boxes_rel.astype(np.float64) * scale + shift
+        return _to_canvas_px(boxes_rel, width, height, self.offset)
+
+
+def _to_canvas_px(boxes_rel: np.ndarray, width: int, height: int, offset: tuple[int, int]) -> np.ndarray:
+    """Relative boxes `[n,4]` of a `width x height` image placed at canvas pixel `offset` -> canvas
+    pixel boxes `[n,4]` float64 xyxy (float64 so that centres on integer patch edges are decided the
+    same way every time)."""
+    scale = np.array([width, height, width, height], dtype=np.float64)
+    return boxes_rel.astype(np.float64) * scale + np.array([*offset, *offset], dtype=np.float64)
 
 
 @functools.lru_cache(maxsize=8)
@@ -361,9 +367,7 @@ class SSDAugmentation:
             offset = (int(rng.uniform(0, cw - width)), int(rng.uniform(0, ch - height)))
             expanded = True
         if self.crop:
-            scale = np.array([width, height, width, height], dtype=np.float64)
-            boxes_px = boxes_rel.astype(np.float64) * scale + np.array([*offset, *offset], dtype=np.float64)
-            choice = _sample_crop(cw, ch, boxes_px, rng)
+            choice = _sample_crop(cw, ch, _to_canvas_px(boxes_rel, width, height, offset), rng)
         else:
             choice = CropChoice("whole", None, np.array([0, 0, cw, ch], dtype=np.int64), (), False)
         mirror = bool(self.mirror and rng.random() < 0.5)

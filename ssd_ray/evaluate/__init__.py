@@ -20,7 +20,14 @@ from ssd_ray.evaluate.coco_metrics import (
     dataset_to_coco,
     detections_to_coco_results,
 )
-from ssd_ray.evaluate.matching import ClassMatch, iou_matrix, match_class, precision_recall
+from ssd_ray.evaluate.matching import (
+    ClassMatch,
+    best_overlaps,
+    greedy_assign,
+    iou_matrix,
+    match_class,
+    precision_recall,
+)
 from ssd_ray.evaluate.predict import load_image_resized, predict_records
 from ssd_ray.evaluate.result import EvalResult
 from ssd_ray.evaluate.run import IOU_TYPES, evaluate_model, score_detections
@@ -28,9 +35,11 @@ from ssd_ray.evaluate.voc import ClassAP, VocMetrics, evaluate_detections
 from ssd_ray.evaluate.voc_xml import parse_voc_xml, voc_eval
 
 __all__ = [
-    "COCO_STAT_NAMES", "IOU_TYPES", "VOC07_RECALL_THRESHOLDS", "ClassAP", "ClassMatch", "EvalResult", "VocMetrics",
-    "coco_evaluate", "coco_evaluate_dataset", "dataset_to_coco", "detections_to_coco_results",
-    "evaluate_detections", "evaluate_model", "iou_matrix", "load_image_resized", "match_class", "parse_voc_xml",
-    "precision_recall", "predict_records", "score_detections", "voc_ap", "voc_eval",
+    "COCO_STAT_NAMES", "IOU_TYPES", "VOC07_RECALL_THRESHOLDS",
+    "ClassAP", "ClassMatch", "EvalResult", "VocMetrics",
+    "best_overlaps", "coco_evaluate", "coco_evaluate_dataset", "dataset_to_coco",
+    "detections_to_coco_results", "evaluate_detections", "evaluate_model", "greedy_assign",
+    "iou_matrix", "load_image_resized", "match_class", "parse_voc_xml", "precision_recall",
+    "predict_records", "score_detections", "voc_ap", "voc_eval",
 ]
 

@@ -39,7 +39,8 @@ def detection_arrays(det: Mapping, num_classes: int, where: str) -> tuple[np.nda
         raise ValueError(f"{where}: detection boxes must be [K,4], got shape {boxes.shape}")
     labels = labels.reshape(-1)
     if not (len(boxes) == len(scores) == len(labels)):
-        raise ValueError(f"{where}: detection lengths differ: boxes {len(boxes)}, scores {len(scores)}, labels {len(labels)}")
+        raise ValueError(f"{where}: detection lengths differ: boxes {len(boxes)}, scores {len(scores)}, "
+                         f"labels {len(labels)}")
     if len(labels) and not np.all(np.equal(np.mod(labels, 1), 0)):
         raise ValueError(f"{where}: detection labels must be integers, got {labels[:5]}")
     labels = labels.astype(np.int64)

@@ -11,9 +11,10 @@ implements the py-faster-rcnn rule on that input:
 * IoU > ovthresh and the ground truth is not yet taken -> TP, and the ground truth is taken;
 * otherwise (already taken, IoU <= ovthresh, or no ground truth in the image) -> FP.
 
-The reference walks detections in a Python loop; here the per-detection best match does not depend
-on the order (it ignores "taken"), so it is computed per image with numpy and only "first detection
-on each ground truth wins" remains, which `np.unique(..., return_index=True)` answers in one call.
+The reference walks detections in a Python loop. Here it is two steps: `best_overlaps` (each
+detection's best ground truth, which does not depend on the order since it ignores "taken"; one
+numpy IoU per image, all classes at once when given class ids) and `greedy_assign` ("first
+detection on each ground truth wins", one `np.unique(..., return_index=True)`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,72 @@ def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray, plus_one: float = 0.0) 
     return np.where(union > 0, iou, 0.0)
 
 
+def best_overlaps(
+    gt_boxes: Sequence[np.ndarray],
+    det_image: np.ndarray,
+    det_boxes: np.ndarray,
+    plus_one: float = 0.0,
+    gt_classes: Sequence[np.ndarray] | None = None,
+    det_classes: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best ground truth of every detection in its own image -> (ovmax [D] float64, gt_index [D] int64).
+
+    gt_boxes[i]: [n_i,4] xyxy pixels of image i; det_image [D] indexes gt_boxes; det_boxes [D,4].
+    gt_index counts over all images in order (image i's boxes start at sum(n_0..n_{i-1})); -1 and
+    ovmax -inf where the image has no (same-class) ground truth. With gt_classes / det_classes,
+    a detection only considers ground truth of its own class, so all classes are done in one pass.
+    The reference takes the max over the image's ground truth whether or not it is taken already,
+    so this does not depend on the score order; ties go to the first box, as np.argmax does there.
+    """
+    n = len(det_image)
+    sizes = np.array([len(b) for b in gt_boxes], dtype=np.int64)
+    offset = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+    ovmax = np.full(n, -np.inf)
+    gt_index = np.full(n, -1, dtype=np.int64)
+    # Group detections by image with one sort (a mask per image would be quadratic).
+    by_image = np.argsort(det_image, kind="stable")
+    images, starts = np.unique(det_image[by_image], return_index=True)
+    for img, rows in zip(images, np.split(by_image, starts[1:])):
+        if sizes[img] == 0:
+            continue
+        iou = iou_matrix(det_boxes[rows], gt_boxes[img], plus_one)
+        if gt_classes is not None:
+            iou = np.where(det_classes[rows][:, None] == np.asarray(gt_classes[img])[None, :], iou, -np.inf)
+        j = np.argmax(iou, axis=1)
+        best = iou[np.arange(len(rows)), j]
+        found = best > -np.inf
+        ovmax[rows[found]] = best[found]
+        gt_index[rows[found]] = offset[img] + j[found]
+    return ovmax, gt_index
+
+
+def greedy_assign(
+    det_scores: np.ndarray,
+    ovmax: np.ndarray,
+    gt_index: np.ndarray,
+    gt_difficult: np.ndarray,
+    ovthresh: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TP/FP flags in score order -> (tp [D], fp [D] float64 0/1, order [D] indices into the input).
+
+    ovmax, gt_index: from `best_overlaps`; gt_difficult: [G] bool over the same global gt index.
+    """
+    order = np.argsort(-det_scores, kind="stable")
+    ovmax, gt_index = ovmax[order], gt_index[order]
+    above = ovmax > ovthresh
+    difficult = np.zeros(len(order), dtype=bool)
+    difficult[above] = gt_difficult[gt_index[above]]
+    candidate = np.nonzero(above & ~difficult)[0]
+    # np.unique returns the first occurrence of each GT among candidates: that detection is the TP.
+    _, first = np.unique(gt_index[candidate], return_index=True)
+    tp = np.zeros(len(order))
+    tp[candidate[first]] = 1.0
+    fp = np.zeros(len(order))
+    fp[~above] = 1.0
+    fp[candidate] = 1.0 - tp[candidate]
+    return tp, fp, order
+
+
 def match_class(
     gt_boxes: Sequence[np.ndarray],
     gt_difficult: Sequence[np.ndarray],
@@ -81,39 +148,11 @@ def match_class(
         raise ValueError(f"detection image index out of range 0..{len(gt_boxes) - 1}")
     if np.isnan(det_scores).any():
         raise ValueError("detection scores contain NaN")
-    npos = int(sum(int((~np.asarray(d, dtype=bool)).sum()) for d in gt_difficult))
-
-    order = np.argsort(-det_scores, kind="stable")
-    det_image, det_scores, det_boxes = det_image[order], det_scores[order], det_boxes[order]
-    n = len(det_scores)
-
-    # Best ground truth of each detection (order-independent), grouped by image.
-    gt_sizes = np.array([len(b) for b in gt_boxes], dtype=np.int64)
-    gt_offset = np.concatenate(([0], np.cumsum(gt_sizes)[:-1])) if len(gt_sizes) else np.zeros(0, np.int64)
-    ovmax = np.full(n, -np.inf)
-    gt_global = np.full(n, -1, dtype=np.int64)  # index of the best GT over all images
-    best_difficult = np.zeros(n, dtype=bool)
-    for img in np.unique(det_image):
-        rows = np.nonzero(det_image == img)[0]
-        boxes = np.asarray(gt_boxes[img], dtype=np.float64).reshape(-1, 4)
-        if len(boxes) == 0:
-            continue
-        iou = iou_matrix(det_boxes[rows], boxes, plus_one)
-        jmax = np.argmax(iou, axis=1)  # first maximum on ties, like the reference
-        ovmax[rows] = iou[np.arange(len(rows)), jmax]
-        gt_global[rows] = gt_offset[img] + jmax
-        best_difficult[rows] = np.asarray(gt_difficult[img], dtype=bool).reshape(-1)[jmax]
-
-    above = ovmax > ovthresh
-    candidate = np.nonzero(above & ~best_difficult)[0]
-    # np.unique returns the first occurrence of each GT among candidates: that detection is the TP.
-    _, first = np.unique(gt_global[candidate], return_index=True)
-    tp = np.zeros(n)
-    tp[candidate[first]] = 1.0
-    fp = np.zeros(n)
-    fp[~above] = 1.0
-    fp[candidate] = 1.0 - tp[candidate]
-    return ClassMatch(tp=tp, fp=fp, scores=det_scores, npos=npos)
+    gt_boxes = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in gt_boxes]
+    difficult = np.concatenate([np.asarray(d, dtype=bool).reshape(-1) for d in gt_difficult] + [np.zeros(0, bool)])
+    ovmax, gt_index = best_overlaps(gt_boxes, det_image, det_boxes, plus_one)
+    tp, fp, order = greedy_assign(det_scores, ovmax, gt_index, difficult, ovthresh)
+    return ClassMatch(tp=tp, fp=fp, scores=det_scores[order], npos=int((~difficult).sum()))
 
 
 def precision_recall(match: ClassMatch) -> tuple[np.ndarray, np.ndarray]:

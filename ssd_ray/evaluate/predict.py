@@ -42,7 +42,8 @@ def predict_records(
 
     priors: [P,4] cxcywh (tensor or array). Each image is resized to image_size x image_size,
     normalised on the device with `ssd_ray.model.normalize`, and `loc [B,P,4], conf [B,P,C] =
-    model(x)` is decoded by `ssd_ray.postprocess.detect`.
+    model(x)` is decoded by `ssd_ray.postprocess.detect` (conf_thresh, nms_thresh, top_k, nms_top_k
+    passed through). decode_threads: threads decoding each batch's image files.
     Returns dicts {"image_id": str, "boxes": [K,4] float32 xyxy relative, clipped to 0..1,
     "scores": [K] float32, "labels": [K] int64 in 1..C-1 (model space)} as numpy arrays (picklable,
     small: safe to return from Ray tasks). The model's train/eval mode is restored afterwards.

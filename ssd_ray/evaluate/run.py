@@ -34,7 +34,8 @@ def score_detections(
     result = EvalResult(class_names=list(dataset.class_names), num_images=len(dataset.records))
     if "voc" in iou_types:
         voc = evaluate_detections(dataset.records, detections, dataset.class_names, ovthresh)
-        result.per_class, result.mAP_07, result.mAP_area, result.absent = voc.classes, voc.mAP_07, voc.mAP_area, voc.absent
+        result.per_class, result.absent = voc.classes, voc.absent
+        result.mAP_07, result.mAP_area = voc.mAP_07, voc.mAP_area
     if "coco" in iou_types:
         result.coco = coco_evaluate_dataset(dataset, detections, coco_gt)
     return result

@@ -15,7 +15,7 @@ import numpy as np
 from ssd_ray.data.records import ImageRecord
 from ssd_ray.evaluate.ap import voc_ap
 from ssd_ray.evaluate.detections import align_detections, detection_arrays, to_pixels
-from ssd_ray.evaluate.matching import match_class, precision_recall
+from ssd_ray.evaluate.matching import ClassMatch, best_overlaps, greedy_assign, precision_recall
 
 
 @dataclass
@@ -58,38 +58,41 @@ def evaluate_detections(
     records = list(records)
     detections = align_detections(records, detections)
     num_classes = len(class_names) + 1
-    empty = np.zeros((0, 4))
-    gt_boxes = [[empty] * len(records) for _ in class_names]
-    gt_difficult = [[np.zeros(0, dtype=bool)] * len(records) for _ in class_names]
+    gt_boxes, gt_labels, gt_difficult = [], [], []
     det_img, det_cls, det_scores, det_boxes = [], [], [], []
     for i, (rec, det) in enumerate(zip(records, detections)):
         bad = (rec.labels < 0) | (rec.labels >= len(class_names))
         if bad.any():
-            raise ValueError(f"record {rec.image_id}: label {int(rec.labels[bad][0])} outside 0..{len(class_names) - 1}")
-        boxes_px = to_pixels(rec.boxes, rec.width, rec.height)
-        for c in np.unique(rec.labels):
-            keep = rec.labels == c
-            gt_boxes[c][i] = boxes_px[keep]
-            gt_difficult[c][i] = rec.difficult[keep]
+            raise ValueError(f"record {rec.image_id}: label {int(rec.labels[bad][0])} "
+                             f"outside 0..{len(class_names) - 1}")
+        gt_boxes.append(to_pixels(rec.boxes, rec.width, rec.height))
+        gt_labels.append(rec.labels)
+        gt_difficult.append(rec.difficult)
         boxes, scores, cls = detection_arrays(det, num_classes, f"detections for {rec.image_id}")
         det_img.append(np.full(len(cls), i, dtype=np.int64))
         det_cls.append(cls)
         det_scores.append(scores)
         det_boxes.append(to_pixels(boxes, rec.width, rec.height))
-    det_img = np.concatenate(det_img) if det_img else np.zeros(0, np.int64)
-    det_cls = np.concatenate(det_cls) if det_cls else np.zeros(0, np.int64)
-    det_scores = np.concatenate(det_scores) if det_scores else np.zeros(0)
-    det_boxes = np.concatenate(det_boxes) if det_boxes else empty
+    det_img = np.concatenate(det_img + [np.zeros(0, np.int64)])
+    det_cls = np.concatenate(det_cls + [np.zeros(0, np.int64)])
+    det_scores = np.concatenate(det_scores + [np.zeros(0)])
+    det_boxes = np.concatenate(det_boxes + [np.zeros((0, 4))])
+    all_labels = np.concatenate(gt_labels + [np.zeros(0, np.int64)])
+    all_difficult = np.concatenate(gt_difficult + [np.zeros(0, bool)])
 
+    # One IoU pass per image for all classes (a detection only sees ground truth of its class),
+    # then the greedy assignment per class: the same rule as `match_class`, without a per-class
+    # loop over images.
+    ovmax, gt_index = best_overlaps(gt_boxes, det_img, det_boxes, 0.0, gt_labels, det_cls)
     classes = []
     for c, name in enumerate(class_names):
         sel = det_cls == c
-        match = match_class(gt_boxes[c], gt_difficult[c], det_img[sel], det_scores[sel], det_boxes[sel],
-                            ovthresh, plus_one=0.0)
-        rec, prec = precision_recall(match)
-        present = match.npos > 0
+        tp, fp, order = greedy_assign(det_scores[sel], ovmax[sel], gt_index[sel], all_difficult, ovthresh)
+        npos = int(((all_labels == c) & ~all_difficult).sum())
+        rec, prec = precision_recall(ClassMatch(tp=tp, fp=fp, scores=det_scores[sel][order], npos=npos))
+        present = npos > 0
         classes.append(ClassAP(
-            name=name, npos=match.npos, num_detections=int(sel.sum()),
+            name=name, npos=npos, num_detections=int(sel.sum()),
             ap_07=voc_ap(rec, prec, True) if present else None,
             ap_area=voc_ap(rec, prec, False) if present else None,
             rec=rec, prec=prec))

@@ -1,0 +1,33 @@
+"""Export a trained model to ONNX: `python -m pipelines.export --checkpoint CKPT --out model.onnx [--opset 18]`.
+
+Writes `model.onnx` (input `images` float32 [B,3,S,S] already normalised; outputs `loc` [B,P,4] and
+`conf` [B,P,C] logits; dynamic batch), `model.priors.npy` and `model.meta.json` beside it. Decoding
+and NMS are not in the graph: see `ssd_ray/export.py` for the post-processing step.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ssd_ray.cli import setup_logging
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="model file (outputs/model.pt) or training checkpoint")
+    p.add_argument("--out", required=True, help="ONNX file to write, e.g. model.onnx")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    setup_logging()
+    from ssd_ray.export import export_onnx
+
+    for kind, path in export_onnx(args.checkpoint, args.out, args.opset).items():
+        print(f"{kind}: {path}")
+
+
+if __name__ == "__main__":
+    main()

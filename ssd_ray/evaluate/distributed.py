@@ -1,0 +1,231 @@
+"""Evaluation split across Ray: prediction on an actor pool, scoring once on the driver.
+
+    result = evaluate_distributed("runs/.../checkpoint_00001500", val_ds, cfg, num_workers=4)
+
+`predict_distributed` turns the records into a Ray dataset of `(index, path)` rows and runs
+`map_batches` with `_DetectActor` on an `ActorPoolStrategy(size=num_workers)`: each actor loads the
+checkpoint once (`ssd_ray.checkpoint.load_model`), then per batch decodes + resizes exactly as
+`predict_records` does (`load_image_resized`), runs the model and `ssd_ray.postprocess.detect`, and
+returns detections as fixed-width padded arrays (width `top_k`, label -1 = padding). The driver
+gathers the rows, restores record order by index and unpads; `score_detections` then runs once, so
+the result is the same as the in-process `predict_records` + `score_detections` on the same weights.
+
+With `num_workers <= 1` everything runs in-process through `predict_records` (no Ray).
+Post-processing settings and data-operator placement come from the evaluation config
+(`cfg.postprocess`, `ssd_ray.data.pipeline.data_remote_args`); the input size and class names come
+from the checkpoint, which is checked against the dataset's classes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+
+from ssd_ray.data.records import DetectionDataset, ImageRecord
+from ssd_ray.evaluate.result import EvalResult
+
+log = logging.getLogger(__name__)
+
+BLOCKS_PER_WORKER = 4  # a few blocks per actor so a slow actor does not hold the tail of the run
+
+
+def checkpoint_info(checkpoint_path: str | os.PathLike) -> tuple[int, list[str]]:
+    """(input size `min_dim`, class names) of a model file or training checkpoint, without building the model."""
+    from ssd_ray.checkpoint import load
+    from ssd_ray.config import config_from_dict
+
+    state = load(checkpoint_path)
+    if "config" not in state or "class_names" not in state:
+        raise ValueError(f"{checkpoint_path} is not an ssd-ray checkpoint or model file (no config/class_names)")
+    cfg = config_from_dict(state["config"], source=str(checkpoint_path))
+    return int(cfg.model.min_dim), list(state["class_names"])
+
+
+def check_classes(checkpoint_path, model_classes: Sequence[str], dataset: DetectionDataset) -> None:
+    """ValueError unless the checkpoint predicts exactly the dataset's classes, in the same order."""
+    if list(dataset.class_names) != list(model_classes):
+        raise ValueError(f"{checkpoint_path} predicts classes {list(model_classes)}, but the dataset has "
+                         f"{list(dataset.class_names)}: scores would be meaningless")
+
+
+def _postprocess_kwargs(cfg) -> dict:
+    p = cfg.postprocess
+    return {"conf_thresh": p.conf_thresh, "nms_thresh": p.nms_thresh, "top_k": p.top_k, "nms_top_k": p.nms_top_k}
+
+
+class _DetectActor:
+    """`map_batches` callable: `{"index" [b], "path" [b]}` -> padded detections of those images.
+
+    Output columns: `index` int64 `[b]`, `count` int32 `[b]`, `boxes` float32 `[b,K,4]` xyxy relative
+    clipped to 0..1, `scores` float32 `[b,K]`, `labels` int64 `[b,K]` (model space 1..C-1, -1 =
+    padding), with K = `top_k` (detect never returns more per image).
+    """
+
+    def __init__(self, checkpoint_path: str, image_size: int, postprocess: dict, device: str = "cpu",
+                 torch_threads: int | None = None):
+        import torch
+
+        from ssd_ray.checkpoint import load_model
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.device = torch.device(device)
+        self.model, self.priors, state = load_model(checkpoint_path, self.device)
+        self.image_size = image_size
+        self.post = dict(postprocess)
+        # The variance the network was trained to encode with (a property of the weights, not of the eval config).
+        self.variance = tuple(state["config"]["priors"]["variance"])
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from ssd_ray.evaluate.predict import load_image_resized
+        from ssd_ray.model import normalize
+        from ssd_ray.postprocess import detect
+
+        paths = [str(p) for p in batch["path"]]
+        images = np.stack([load_image_resized(p, self.image_size) for p in paths])
+        with torch.inference_mode():
+            loc, conf = self.model(normalize(torch.from_numpy(images).to(self.device)))
+            dets = detect(loc, conf, self.priors, variance=self.variance, **self.post)
+        b, k = len(paths), self.post["top_k"]
+        boxes = np.zeros((b, k, 4), np.float32)
+        scores = np.zeros((b, k), np.float32)
+        labels = np.full((b, k), -1, np.int64)
+        count = np.zeros(b, np.int32)
+        for i, det in enumerate(dets):
+            n = len(det["scores"])
+            count[i] = n
+            # Same clip as predict_records: boxes leaving the image would distort IoU and COCO areas.
+            boxes[i, :n] = det["boxes"].clamp(0.0, 1.0).float().cpu().numpy()
+            scores[i, :n] = det["scores"].float().cpu().numpy()
+            labels[i, :n] = det["labels"].long().cpu().numpy()
+        return {"index": np.asarray(batch["index"], np.int64), "count": count, "boxes": boxes,
+                "scores": scores, "labels": labels}
+
+
+def _source_blocks(records: Sequence[ImageRecord], num_workers: int, batch_size: int):
+    """`(index, path)` rows in blocks of whole batches, about BLOCKS_PER_WORKER blocks per actor."""
+    import pyarrow as pa
+
+    n = len(records)
+    num_batches = math.ceil(n / batch_size)
+    blocks = max(1, min(num_batches, BLOCKS_PER_WORKER * num_workers))
+    rows = math.ceil(num_batches / blocks) * batch_size  # whole batches: no ragged batch per block
+    index = np.arange(n, dtype=np.int64)
+    paths = [r.path for r in records]
+    return [pa.table({"index": index[i:i + rows], "path": paths[i:i + rows]}) for i in range(0, n, rows)]
+
+
+def init_ray(address: str | None = None) -> None:
+    """Connect to `address` / RAY_ADDRESS, or start a local Ray (dashboard on localhost only).
+
+    Does nothing when Ray is already initialised (the training driver, tests). Workers get this
+    checkout on PYTHONPATH so they import the same `ssd_ray`.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}}
+    runtime_env = None if os.environ.get("RAY_JOB_ID") else env  # a job's working_dir already does it
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env)
+    else:
+        ray.init(dashboard_host="127.0.0.1", runtime_env=runtime_env)
+
+
+def predict_distributed(
+    checkpoint_path: str | os.PathLike,
+    dataset: DetectionDataset,
+    cfg,
+    num_workers: int,
+    batch_size: int | None = None,
+    use_gpu: bool | None = None,
+    address: str | None = None,
+) -> list[dict]:
+    """Detections of every record of `dataset`, in record order, as `predict_records` returns them.
+
+    Each dict: `image_id`, `boxes` float32 `[K,4]` xyxy relative clipped to 0..1, `scores` float32
+    `[K]`, `labels` int64 `[K]` in 1..C-1. batch_size: images per forward (default
+    `cfg.train.eval_batch_size`). use_gpu (default `cfg.ray.use_gpu`): one GPU per actor.
+    The checkpoint's class names must equal `dataset.class_names` (ValueError otherwise). An
+    unreadable image fails the run with an error naming the file (evaluation must see every image).
+    """
+    checkpoint_path = str(checkpoint_path)
+    records = list(dataset.records)
+    batch_size = int(batch_size or cfg.train.eval_batch_size)
+    use_gpu = cfg.ray.use_gpu if use_gpu is None else use_gpu
+    if num_workers <= 1:
+        from ssd_ray.checkpoint import load_model
+        from ssd_ray.config import config_from_dict
+        from ssd_ray.evaluate.predict import predict_records
+
+        device = "cuda" if use_gpu else "cpu"
+        model, priors, state = load_model(checkpoint_path, device)
+        check_classes(checkpoint_path, state["class_names"], dataset)
+        image_size = config_from_dict(state["config"], source=checkpoint_path).model.min_dim
+        return predict_records(model, priors, records, image_size, batch_size, device, **_postprocess_kwargs(cfg))
+
+    import ray
+
+    from ssd_ray.data.pipeline import data_remote_args
+
+    image_size, class_names = checkpoint_info(checkpoint_path)
+    check_classes(checkpoint_path, class_names, dataset)
+    if not records:
+        return []
+    init_ray(address or cfg.ray.address)
+    remote = data_remote_args(cfg)
+    torch_threads = max(1, int(remote.get("num_cpus", 1)))
+    if use_gpu:
+        remote["num_gpus"] = 1
+    ds = ray.data.from_arrow(_source_blocks(records, num_workers, batch_size)).map_batches(
+        _DetectActor,
+        fn_constructor_kwargs={"checkpoint_path": checkpoint_path, "image_size": image_size,
+                               "postprocess": _postprocess_kwargs(cfg),
+                               "device": "cuda" if use_gpu else "cpu", "torch_threads": torch_threads},
+        batch_size=batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=num_workers), **remote)
+
+    out: list[dict | None] = [None] * len(records)
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for i, n, boxes, scores, labels in zip(batch["index"], batch["count"], batch["boxes"], batch["scores"],
+                                               batch["labels"]):
+            rec = records[int(i)]
+            out[int(i)] = {"image_id": rec.image_id, "boxes": np.array(boxes[:n], np.float32).reshape(-1, 4),
+                           "scores": np.array(scores[:n], np.float32), "labels": np.array(labels[:n], np.int64)}
+    missing = [records[i].image_id for i, d in enumerate(out) if d is None]
+    if missing:  # never score a silently dropped image as all misses
+        raise RuntimeError(f"distributed prediction lost {len(missing)} of {len(records)} images, e.g. {missing[:3]}")
+    return out  # type: ignore[return-value]
+
+
+def evaluate_distributed(
+    checkpoint_path: str | os.PathLike,
+    dataset: DetectionDataset,
+    cfg,
+    num_workers: int,
+    batch_size: int | None = None,
+    iou_types: Sequence[str] = ("voc", "coco"),
+    coco_gt=None,
+    use_gpu: bool | None = None,
+    address: str | None = None,
+) -> EvalResult:
+    """`predict_distributed` on `dataset`, then `score_detections` once on the driver -> `EvalResult`.
+
+    cfg: the evaluation config (`postprocess`, `train.eval_batch_size`, `ray` placement); the
+    network itself, its input size and classes come from the checkpoint.
+    """
+    from ssd_ray.evaluate.run import score_detections
+
+    detections = predict_distributed(checkpoint_path, dataset, cfg, num_workers, batch_size, use_gpu, address)
+    return score_detections(dataset, detections, iou_types, coco_gt)

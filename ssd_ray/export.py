@@ -1,0 +1,87 @@
+"""ONNX export of a trained SSD network, with the priors and metadata its consumers need.
+
+    paths = export_onnx("runs/<run>/outputs/model.pt", "model.onnx")
+    # {"onnx": "model.onnx", "priors": "model.priors.npy", "meta": "model.meta.json"}
+
+What the ONNX graph is (the network only, `torch.onnx.export` with the dynamo exporter):
+
+* input  `images` float32 `[B,3,S,S]`, **already normalised**: RGB, resized to S x S (cv2
+  INTER_LINEAR), `(pixel/255 - mean) / std` with the ImageNet mean/std written in the meta file
+  (what `ssd_ray.model.normalize` does); B is dynamic, S is the checkpoint's `model.min_dim`;
+* output `loc`  float32 `[B,P,4]`: encoded offsets against the priors;
+* output `conf` float32 `[B,P,C]`: raw class logits (no softmax), C counts the background (index 0).
+
+Post-processing is NOT in the graph. It is `ssd_ray.postprocess.detect(loc, conf, priors,
+variance=meta["variance"], **meta["postprocess"])` -- softmax, decode against `<name>.priors.npy`
+(`[P,4]` float32 cx,cy,w,h relative), per-class threshold, NMS, top-k -- giving relative xyxy boxes;
+multiply by the original width/height for pixels. Labels are model-space: class `meta["class_names"][label - 1]`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+META_FORMAT = "ssd-ray/onnx-meta/1"
+DEFAULT_OPSET = 18
+
+
+def sidecar_paths(out_path: str | os.PathLike) -> dict[str, str]:
+    """`model.onnx` -> the priors and meta files written beside it (`model.priors.npy`, `model.meta.json`)."""
+    out = Path(out_path)
+    base = out.with_suffix("") if out.suffix.lower() == ".onnx" else out
+    return {"onnx": str(out), "priors": f"{base}.priors.npy", "meta": f"{base}.meta.json"}
+
+
+def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, opset: int | None = None) -> dict[str, str]:
+    """Export the checkpoint's network to ONNX plus `<name>.priors.npy` and `<name>.meta.json`.
+
+    Returns `{"onnx", "priors", "meta"}` -> written paths. opset None: DEFAULT_OPSET (18).
+    Weights are embedded in the .onnx file (no external data file).
+    """
+    from ssd_ray.checkpoint import load_model
+    from ssd_ray.config import config_from_dict
+
+    model, priors, state = load_model(checkpoint_path, "cpu")
+    cfg = config_from_dict(state["config"], source=str(checkpoint_path))
+    size = int(cfg.model.min_dim)
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    paths = sidecar_paths(out_path)
+    Path(paths["onnx"]).parent.mkdir(parents=True, exist_ok=True)
+
+    example = torch.zeros(2, 3, size, size)
+    torch.onnx.export(
+        model, (example,), paths["onnx"], input_names=["images"], output_names=["loc", "conf"],
+        opset_version=opset, dynamic_shapes={"x": {0: torch.export.Dim("batch")}},  # "x": SSD.forward's argument
+        external_data=False, verbose=False)
+    np.save(paths["priors"], priors.cpu().numpy().astype(np.float32))
+
+    norm = state.get("normalization") or {}
+    meta = {
+        "format": META_FORMAT,
+        "source_checkpoint": str(Path(checkpoint_path).resolve()),
+        "opset": opset,
+        "class_names": list(state["class_names"]),
+        "num_classes": int(cfg.model.num_classes),
+        "input": {"name": "images", "dtype": "float32", "shape": ["batch", 3, size, size], "layout": "NCHW",
+                  "image_size": size, "normalization": norm,
+                  "note": "RGB resized to image_size x image_size, then (pixel * scale - mean) / std per channel"},
+        "outputs": {"loc": ["batch", int(priors.shape[0]), 4], "conf": ["batch", int(priors.shape[0]),
+                                                                      int(cfg.model.num_classes)]},
+        "priors": {"file": os.path.basename(paths["priors"]), "shape": list(priors.shape), "format": "cxcywh, relative"},
+        "variance": list(cfg.priors.variance),
+        "postprocess": cfg.postprocess.model_dump(),
+        "postprocessing": "ssd_ray.postprocess.detect(loc, conf, priors, variance=variance, **postprocess): "
+                          "softmax, decode, per-class threshold, NMS, top-k -> relative xyxy boxes, "
+                          "labels 1..C-1 (class_names[label - 1])",
+    }
+    Path(paths["meta"]).write_text(json.dumps(meta, indent=2))
+    log.info("exported %s (opset %d, input [B,3,%d,%d], %d priors)", paths["onnx"], opset, size, size, len(priors))
+    return paths

@@ -1,0 +1,141 @@
+"""End-to-end training through Ray Train on tiny shapes data (slow: each fit starts a worker group)."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssd_ray import checkpoint as ckpt_io
+from ssd_ray.config import config_from_dict
+from ssd_ray.data.shapes import write_shapes
+from ssd_ray.train.launch import latest_checkpoint, run_training
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    write_shapes(str(root), "voc", n_train=16, n_val=6, seed=3, size=96)
+    return str(root)
+
+
+def tiny_config(root: str, storage: Path, **train) -> "Config":  # noqa: F821
+    raw = {
+        "name": "tiny",
+        "data": {"format": "voc", "root": root, "train_sets": ["2007/train"], "val_sets": ["2007/val"],
+                 "classes": ["circle", "square", "triangle", "star", "hexagon", "cross", "ellipse"],
+                 "max_boxes": 8, "augment": {"expand": False}},
+        "model": {"backbone": "light", "min_dim": 64, "width": 8},
+        "priors": {"feature_maps": [8, 4, 2, 1], "steps": [8, 16, 32, 64], "min_sizes": [8, 20, 36, 52],
+                   "max_sizes": [20, 36, 52, 64], "aspect_ratios": [[2], [2], [2], [2]]},
+        "train": {"batch_size": 4, "optimizer": "adamw", "schedule": "steps", "lr_steps": [], "lr": 3e-3,
+                  "weight_decay": 0.0, "warmup_iters": 2, "max_iter": 8, "checkpoint_every": 4,
+                  "eval_every": 4, "log_every": 2, "seed": 1, **train},
+        "ray": {"num_workers": 1, "cpus_per_worker": 1, "torch_threads": 1, "data_cpus": 0.5,
+                "storage_path": str(storage), "max_failures": 1},
+    }
+    return config_from_dict(raw)
+
+
+def test_two_workers_checkpoint_mlflow_and_nan_skip(ray_local, shapes_root, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from ssd_ray.train.tracking import tracking_uri
+
+    cfg = tiny_config(shapes_root, tmp_path, max_iter=24, checkpoint_every=12, eval_every=12, log_every=4,
+                      inject_nan_at=[5])
+    cfg.ray.num_workers = 2
+    cfg.ray.cpus_per_worker = 1
+    summary = run_training(cfg)
+    assert summary.iterations == 24
+    assert summary.skipped_steps == 1  # the injected NaN step was skipped, counted, and training went on
+
+    it, folder = latest_checkpoint(summary.run_dir)
+    assert it == 24
+    state = ckpt_io.load(folder)
+    for key in ("model", "optimizer", "scheduler", "iteration", "rng", "config", "class_names",
+                "normalization", "mlflow_run_id", "counters"):
+        assert key in state, key
+    assert state["scheduler"]["last_epoch"] == 24 and state["mlflow_run_id"] == summary.mlflow_run_id
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+    client = MlflowClient(tracking_uri(cfg))
+    run = client.get_run(summary.mlflow_run_id)
+    assert run.data.params["train.lr"] == "0.003" and run.info.status == "FINISHED"
+    losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)]
+    assert len(losses) == 6 and losses[-1] < losses[0]  # logged every 4 iterations; training lowers it
+    assert client.get_metric_history(run.info.run_id, "skipped_steps")[-1].value == 1
+    assert client.get_metric_history(run.info.run_id, "val_mAP")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "curves.png", "final", "eval", "best"} <= artifacts
+    # The model file loads with weights_only and rebuilds the network.
+    model, priors, meta = ckpt_io.load_model(summary.model_file)
+    assert priors.shape[0] == sum(f * f * 4 for f in (8, 4, 2, 1)) and meta["class_names"][0] == "circle"
+
+
+def test_resume_is_bit_identical_on_one_worker(ray_local, shapes_root, tmp_path):
+    # 16 images, batch 4: an epoch is 4 iterations; 4 + 4 iterations must equal 8 straight.
+    straight = run_training(tiny_config(shapes_root, tmp_path / "a", preserve_order=True))
+    first = run_training(tiny_config(shapes_root, tmp_path / "b", preserve_order=True, max_iter=4))
+    resumed = run_training(tiny_config(shapes_root, tmp_path / "b", preserve_order=True), resume=first.run_name)
+    assert resumed.run_name == first.run_name and resumed.iterations == 8
+    a = ckpt_io.load(latest_checkpoint(straight.run_dir)[1])
+    b = ckpt_io.load(latest_checkpoint(resumed.run_dir)[1])
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 8
+    assert b["mlflow_run_id"] == first.mlflow_run_id  # the resumed run re-attached to its MLflow run
+
+
+def test_resume_by_config_name_and_lr_restored(ray_local, shapes_root, tmp_path):
+    cfg = tiny_config(shapes_root, tmp_path, max_iter=4, lr_steps=[6], gamma=0.1)
+    first = run_training(cfg)
+    cont = tiny_config(shapes_root, tmp_path, max_iter=8, lr_steps=[6], gamma=0.1)
+    cont.ray.num_workers = 2
+    resumed = run_training(cont, resume=True)  # the latest run of config "tiny"
+    assert resumed.run_name == first.run_name
+    state = ckpt_io.load(latest_checkpoint(resumed.run_dir)[1])
+    assert state["iteration"] == 8
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-4)  # stepped at 6
+
+
+def test_killed_worker_restarts_from_checkpoint(ray_local, shapes_root, tmp_path):
+    from ray.util.state import list_actors
+
+    cfg = tiny_config(shapes_root, tmp_path, max_iter=400, checkpoint_every=20, eval_every=400, log_every=50)
+    killed = {}
+
+    def killer():
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            runs = [p for p in tmp_path.glob("tiny-*") if latest_checkpoint(p)]
+            if runs:
+                break
+            time.sleep(0.2)
+        for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
+            os.kill(a.pid, signal.SIGKILL)
+            killed["at"] = latest_checkpoint(runs[0])[0]
+            return
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    summary = run_training(cfg)
+    t.join(timeout=5)
+    assert "at" in killed and killed["at"] < 400, "the worker was not killed mid-run"
+    assert summary.iterations == 400
+    assert latest_checkpoint(summary.run_dir)[0] == 400
