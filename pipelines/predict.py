@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     for res in predictor.predict_paths(str(p) for p in paths):
         done += 1
         if res.error is not None:
-            log.warning("skipped unreadable image %s: %s", res.path, res.error)
+            log.warning("skipped unreadable image: %s", res.error)  # the error names the file
             unreadable.append(res.path)
             continue
         stem, det = stems[res.path], res.detections

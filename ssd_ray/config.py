@@ -230,8 +230,6 @@ class Config(_Section):
         if self.ray.num_workers > 1 and t.batch_size % self.ray.num_workers:
             raise ValueError(f"train.batch_size={t.batch_size} must divide by ray.num_workers="
                              f"{self.ray.num_workers} (it is the global batch)")
-        if t.schedule == "steps" and t.lr_steps and t.lr_steps[-1] > t.max_iter:
-            raise ValueError(f"train.lr_steps {t.lr_steps} go past train.max_iter={t.max_iter}")
         if t.warmup_iters >= t.max_iter:
             raise ValueError(f"train.warmup_iters={t.warmup_iters} must be < train.max_iter={t.max_iter}")
         return self

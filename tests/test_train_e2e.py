@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 def ray_local(tmp_path_factory):
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+    # The dashboard brings the state API, which Train V2 uses to clean up and the kill test to find workers.
+    ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
              _temp_dir=str(tmp_path_factory.mktemp("ray")))
     yield
     ray.shutdown()

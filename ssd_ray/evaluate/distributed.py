@@ -159,26 +159,43 @@ def predict_distributed(
     `cfg.train.eval_batch_size`). use_gpu (default `cfg.ray.use_gpu`): one GPU per actor.
     The checkpoint's class names must equal `dataset.class_names` (ValueError otherwise). An
     unreadable image fails the run with an error naming the file (evaluation must see every image).
+    num_workers <= 1 runs in this process (`predict_records`, no Ray); more runs `predict_ray`.
     """
-    checkpoint_path = str(checkpoint_path)
-    records = list(dataset.records)
-    batch_size = int(batch_size or cfg.train.eval_batch_size)
+    if num_workers > 1:
+        return predict_ray(checkpoint_path, dataset, cfg, num_workers, batch_size, use_gpu, address)
+    from ssd_ray.checkpoint import load_model
+    from ssd_ray.config import config_from_dict
+    from ssd_ray.evaluate.predict import predict_records
+
     use_gpu = cfg.ray.use_gpu if use_gpu is None else use_gpu
-    if num_workers <= 1:
-        from ssd_ray.checkpoint import load_model
-        from ssd_ray.config import config_from_dict
-        from ssd_ray.evaluate.predict import predict_records
+    device = "cuda" if use_gpu else "cpu"
+    model, priors, state = load_model(checkpoint_path, device)
+    check_classes(checkpoint_path, state["class_names"], dataset)
+    image_size = config_from_dict(state["config"], source=str(checkpoint_path)).model.min_dim
+    return predict_records(model, priors, dataset.records, image_size, int(batch_size or cfg.train.eval_batch_size),
+                           device, **_postprocess_kwargs(cfg))
 
-        device = "cuda" if use_gpu else "cpu"
-        model, priors, state = load_model(checkpoint_path, device)
-        check_classes(checkpoint_path, state["class_names"], dataset)
-        image_size = config_from_dict(state["config"], source=checkpoint_path).model.min_dim
-        return predict_records(model, priors, records, image_size, batch_size, device, **_postprocess_kwargs(cfg))
 
+def predict_ray(
+    checkpoint_path: str | os.PathLike,
+    dataset: DetectionDataset,
+    cfg,
+    num_workers: int,
+    batch_size: int | None = None,
+    use_gpu: bool | None = None,
+    address: str | None = None,
+) -> list[dict]:
+    """`predict_distributed` on a Ray actor pool of `num_workers` (>= 1) actors, even for one (benchmarks)."""
     import ray
 
     from ssd_ray.data.pipeline import data_remote_args
 
+    if num_workers < 1:
+        raise ValueError(f"predict_ray needs num_workers >= 1, got {num_workers}")
+    checkpoint_path = str(checkpoint_path)
+    records = list(dataset.records)
+    batch_size = int(batch_size or cfg.train.eval_batch_size)
+    use_gpu = cfg.ray.use_gpu if use_gpu is None else use_gpu
     image_size, class_names = checkpoint_info(checkpoint_path)
     check_classes(checkpoint_path, class_names, dataset)
     if not records:
