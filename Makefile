@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.demo
+	$(BIN)/python -m pipelines.train --config configs/shapes.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

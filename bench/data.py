@@ -234,12 +234,60 @@ def bench_per_sample(args: argparse.Namespace) -> dict[str, float]:
             "decode_img_s": med["decode only (ceiling)"]}
 
 
-SECTIONS = {"per-sample": bench_per_sample}
+def bench_ray_pipeline(args: argparse.Namespace) -> dict[str, float]:
+    """Ray Data pipeline throughput (the training path: from_arrow positions -> map_batches decode +
+    augment -> iter_torch_batches with the SSD collate) into one consuming process, with the
+    augmentation tasks limited to 1 and then 2 concurrent data CPUs. Each setting runs on a fresh
+    Ray so the two cannot share warm workers; the first batches (task start-up) are not timed."""
+    import time
+
+    import ray
+
+    from ssd_ray.config import config_from_dict
+    from ssd_ray.data.pipeline import SSDCollate, build_train_dataset
+    from ssd_ray.data.records import DetectionDataset, ImageRecord
+
+    with tempfile.TemporaryDirectory() as d:
+        samples = write_synthetic_jpegs(Path(d), 40, seed=1)
+        records = [ImageRecord(str(i), path, 500, 375, boxes, labels, np.zeros(len(labels), bool))
+                   for i, (path, boxes, labels) in enumerate(samples)]
+        dataset = DetectionDataset(["a", "b", "c", "d", "e", "f", "g"], records)
+        batch, iters, warm = 32, args.ray_iters, 4
+        rates = {}
+        for cpus in (1, 2):
+            cfg = config_from_dict({
+                "name": "bench", "data": {"root": d, "train_sets": ["x/y"], "val_sets": ["x/y"]},
+                "model": {"min_dim": 300},
+                "priors": {"feature_maps": [1], "steps": [300], "min_sizes": [30], "max_sizes": [60],
+                           "aspect_ratios": [[]]},
+                "train": {"batch_size": batch, "max_iter": iters + warm, "warmup_iters": 0},
+                "ray": {"data_cpus": 1, "data_concurrency": cpus},
+            })
+            # The consumer (this process) is not a Ray task: all of Ray's CPUs go to the data tasks.
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            try:
+                it = build_train_dataset(dataset, cfg).iter_torch_batches(
+                    batch_size=batch, collate_fn=SSDCollate(), drop_last=True, prefetch_batches=2)
+                n = 0
+                for i, b in enumerate(it):
+                    if i == warm:
+                        t0 = time.perf_counter()
+                    n += len(b["image"]) if i >= warm else 0
+                rates[cpus] = n / (time.perf_counter() - t0)
+            finally:
+                ray.shutdown()
+    print(format_table(["data CPUs", "images/s", "vs 1 CPU"],
+                       [[str(c), r, f"{r / rates[1]:.2f}x"] for c, r in rates.items()]))
+    return {f"ray_{c}cpu_img_s": r for c, r in rates.items()}
+
+
+SECTIONS = {"per-sample": bench_per_sample, "ray": bench_ray_pipeline}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--section", choices=[*SECTIONS, "all"], default="all")
+    ap.add_argument("--ray-iters", type=int, default=30, help="timed batches of 32 per Ray setting")
     ap.add_argument("--images", type=int, default=20, help="synthetic JPEGs to write")
     ap.add_argument("--passes", type=int, default=3, help="passes over the images per round")
     ap.add_argument("--rounds", type=int, default=7, help="timed rounds per variant (alternating)")

@@ -10,7 +10,7 @@ included. The in-process `predict_records` path (1 torch thread) is timed alongs
 Rounds alternate the variants' order; medians are reported with the load average, because the
 machine is shared.
 
-    python bench/eval.py [--rounds 3] [--images 300]
+    python bench/eval.py [--rounds 3] [--images 300] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--images", type=int, default=300, help="val images used (the first N)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="pass over the val images this many times per round (amortises actor start-up)")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -53,7 +55,7 @@ def main() -> None:
 
     cfg = load_config(ROOT / "configs/shapes.yaml", [f"data.root={ROOT / 'data/shapes'}"])
     val = load_split(cfg.data, "val")
-    val.records = val.records[:args.images]
+    val.records = val.records[:args.images] * args.repeat
     cfg = cfg.with_num_classes(val.class_names)
     n = len(val.records)
     load_before = os.getloadavg()
@@ -77,7 +79,7 @@ def main() -> None:
     finally:
         ray.shutdown()
     load_after = os.getloadavg()
-    print(f"shapes val: {n} images, 224 px light SSD (random weights), batch {cfg.train.eval_batch_size}, "
+    print(f"shapes val: {n} images ({args.images} x {args.repeat}), 224 px light SSD (random weights), batch {cfg.train.eval_batch_size}, "
           f"{args.rounds} rounds, torch threads 1 per process")
     rows = [[name, median(r), min(r), max(r)] for name, r in rates.items()]
     print(format_table(["variant", "images/s (median)", "min", "max"], rows))

@@ -94,7 +94,7 @@ class ModelConfig(_Section):
     # Counts the background. Derived from the dataset's classes when absent, checked when present.
     num_classes: int | None = Field(None, ge=2)
     pretrained: str | None = None  # local torchvision vgg16 state dict; never downloaded
-    width: int = Field(32, ge=4)  # base channel width of the light backbone
+    width: int = Field(24, ge=2)  # base channel width of the light backbone
 
 
 class PriorsConfig(_Section):

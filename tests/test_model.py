@@ -129,10 +129,12 @@ def test_light_feature_map_sizes(min_dim, maps):
     assert sizes == maps
 
 
-def test_light_width32_parameter_budget():
-    ssd = light(width=32)
+def test_light_width24_parameter_budget():
+    ssd = light(width=24)
     n_backbone = sum(p.numel() for p in ssd.backbone.parameters())
-    assert 500_000 <= n_backbone <= 1_500_000
+    # convs (bias-free): 3*12*9 + 12*24*9 + 24*48*9 + 48*48*9 + 48*96*9 + 96*96*9 + 96*192*9 + 192*192*9
+    # = 656,100; BN weight + bias: 2 * (12+24+48+48+96+96+192+192) = 1,416
+    assert n_backbone == 656_100 + 1_416
     assert not any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in ssd.modules())  # no depthwise
 
 

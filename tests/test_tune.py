@@ -226,13 +226,15 @@ def local_ray():
     ray.shutdown()
 
 
-# The end-to-end sweep: val_loss (mAP is 0 for every trial after 4 iterations), SGD without warmup,
-# lr 5e-2 against 1e-12 from the same initial weights. Tune's seeded sampling (seed 1) gives trial 0
-# lr 5e-2 and trial 1 lr 1e-12. Two SGD steps lower val_loss while trial 1 stays near the initial loss
-# (only BatchNorm's running statistics move), so at ASHA's rung (iteration 2) trial 1 is above trial
-# 0's value: ASHA stops it, and its placement group must be freed.
+# The end-to-end sweep: val_loss (mAP is 0 for every trial this early), SGD at a constant lr, no
+# warmup, fixed data order: lr 5e-2 against 1e-12 from the same initial weights. Tune's seeded sampling
+# (seed 1) gives trial 0 lr 5e-2 and trial 1 lr 1e-12. Four SGD steps lower val_loss while trial 1 stays
+# near the initial loss (only BatchNorm's running statistics move), so at ASHA's only rung (iteration 4
+# of 6) trial 1 is above trial 0: ASHA stops it, and its placement group must be freed.
 E2E = {**SWEEP, "metric": "val_loss", "seed": 1,
-       "overrides": {"train.optimizer": "sgd", "train.warmup_iters": 0, "train.grad_clip": 10.0},
+       "budget": {"max_iter": 6, "eval_every": 2}, "asha": {"grace_period": 4, "reduction_factor": 2},
+       "overrides": {"train.optimizer": "sgd", "train.schedule": "steps", "train.lr_steps": [],
+                     "train.warmup_iters": 0, "train.grad_clip": 10.0, "train.preserve_order": True},
        "search_space": {"loss.neg_pos": {"type": "choice", "values": [3]},
                         "train.lr": {"type": "choice", "values": [5e-2, 1e-12]}}}
 
@@ -261,10 +263,11 @@ def test_tiny_sweep_end_to_end(tmp_path, local_ray, monkeypatch):
     for row in summary.rows:
         assert row.error is None, row.error
         assert (storage / row.run_name).is_dir()
-        assert row.history[0][0] == 2  # first report at eval_every
-    assert second.history[0][1] > first.history[0][1]  # the precondition for the stop
-    assert (first.status(4), first.iterations) == ("completed", 4)
-    assert (second.status(4), second.iterations) == ("stopped early", 2)
+        assert [it for it, _ in row.history][:2] == [2, 4]  # a report every eval_every iterations
+    assert second.history[1][1] > first.history[1][1]  # at the rung: the precondition for the stop
+    assert (first.status(6), first.iterations) == ("completed", 6)
+    # Tune takes no report after its STOP; the killed Train run may still have got a little further.
+    assert (second.status(6), second.iterations) == ("stopped early", 4)
     assert summary.best is first
 
     client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
@@ -274,10 +277,12 @@ def test_tiny_sweep_end_to_end(tmp_path, local_ray, monkeypatch):
     by_name = {r.info.run_name: r for r in children}
     assert sorted(by_name) == sorted(r.run_name for r in summary.rows)  # one child run per trial
     assert by_name[first.run_name].info.status == "FINISHED"
-    assert by_name[second.run_name].info.status == "KILLED"  # ASHA killed it mid-run; the driver closed it
+    stopped = by_name[second.run_name]
+    assert stopped.data.tags["ssd_ray.tune_status"] == "stopped early"
+    assert stopped.info.status in ("KILLED", "FINISHED")  # killed mid-run (closed by the driver) or just after
     for run in children:
         assert "val_loss" in run.data.metrics and run.data.params["train.lr"] in ("0.05", "1e-12")
-    assert [m.step for m in client.get_metric_history(first.mlflow_run_id, "val_loss")] == [2, 4]
+    assert [m.step for m in client.get_metric_history(first.mlflow_run_id, "val_loss")] == [2, 4, 6]
     parent = client.get_run(summary.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["trials"] == 2 and parent.data.metrics["trials_stopped_early"] == 1
@@ -285,10 +290,19 @@ def test_tiny_sweep_end_to_end(tmp_path, local_ray, monkeypatch):
     assert {"summary.md", "summary.csv", "val_loss.png", "best.yaml"} <= logged
 
     best = load_config(summary.best_config)  # what `pipelines.train --config best.yaml` does first
-    assert best.train.max_iter == 4 and best.model.min_dim == 96 and best.train.optimizer == "sgd"
+    assert best.train.max_iter == 6 and best.model.min_dim == 96 and best.train.optimizer == "sgd"
     assert best.train.lr == 5e-2 and best.loss.neg_pos == 3
     # Nothing leaked: the stopped trial's placement group is removed too (by Train's cleaner).
     deadline = time.time() + 30
     while any(pg["state"] != "REMOVED" for pg in placement_group_table().values()) and time.time() < deadline:
         time.sleep(1)
     assert all(pg["state"] == "REMOVED" for pg in placement_group_table().values())
+
+    # --resume on a finished sweep: Tune restores it with nothing left to run; the same parent run
+    # gets the same summary again and no trial trains twice.
+    again = run_sweep(loaded, resume=True)
+    assert again.path == summary.path and again.parent_run_id == summary.parent_run_id
+    assert [(r.trial_id, r.iterations, r.status(6)) for r in again.rows] == \
+        [(r.trial_id, r.iterations, r.status(6)) for r in summary.rows]
+    assert len(client.search_runs([exp.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{summary.parent_run_id}'")) == 2

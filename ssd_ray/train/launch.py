@@ -160,6 +160,10 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
                          f"raise train.max_iter (--set train.max_iter=N) to train further")
 
     _init_ray(address, cfg)
+    import ray.data
+
+    # One log line per iteration window from rank 0 is the progress report: no Ray Data bars.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     train_data = build_train_dataset(train_ds, cfg, start_iter)
     trainer = TorchTrainer(
         train_loop_per_worker,
