@@ -23,6 +23,7 @@ LOG="$DEST/gpu_check.log"
 {
   echo "== gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
   nvidia-smi || echo "nvidia-smi not available"
+  echo "cores available: $(nproc); /dev/shm: $(df -h /dev/shm 2>/dev/null | awk 'NR==2 {print $2 " total, " $4 " free"}')"
   "$PY" -c 'import sys, torch, torchvision, numpy, cv2
 print("python", sys.version.split()[0], "| torch", torch.__version__, "CUDA", torch.version.cuda,
       "cudnn", torch.backends.cudnn.version(), "| torchvision", torchvision.__version__,

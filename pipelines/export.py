@@ -8,6 +8,7 @@ and NMS are not in the graph: see `ssd_ray/export.py` for the post-processing st
 from __future__ import annotations
 
 import argparse
+import logging
 
 from ssd_ray.cli import setup_logging
 
@@ -23,6 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logging()
+    for noisy in ("onnxscript", "onnx_ir"):  # the exporter's graph passes log every step at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from ssd_ray.export import export_onnx
 
     for kind, path in export_onnx(args.checkpoint, args.out, args.opset).items():

@@ -168,20 +168,17 @@ def _run_blocked(code: str, *args: str, timeout: float) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_gpu_box_modules_import_without_ray_mlflow_pydantic():
+def test_gpu_check_smoke_runs_every_section_without_ray_mlflow_pydantic(tmp_path):
+    # One process (torch imports are slow here): the GPU box's imports, then the smoke run.
+    out = tmp_path / "gpu_check.json"
     r = _run_blocked("import ssd_ray.model, ssd_ray.loss, ssd_ray.boxes, ssd_ray.priors, ssd_ray.postprocess, "
                      "ssd_ray.data.augment, ssd_ray.data.shapes\n"
-                     "try:\n    import ray\nexcept ImportError:\n    print('ray blocked')\n", timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert "ray blocked" in r.stdout  # the blocking itself works
-
-
-def test_gpu_check_smoke_runs_every_section_without_ray_mlflow_pydantic(tmp_path):
-    out = tmp_path / "gpu_check.json"
-    r = _run_blocked("import runpy\nsys.argv = ['gpu_check.py'] + sys.argv[1:]\n"
+                     "try:\n    import ray\nexcept ImportError:\n    print('ray blocked')\n"
+                     "import runpy\nsys.argv = ['gpu_check.py'] + sys.argv[1:]\n"
                      "runpy.run_path('bench/gpu_check.py', run_name='__main__')\n",
                      "--smoke", "--json", str(out), timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "ray blocked" in r.stdout  # the blocking itself works
     res = json.loads(out.read_text())
     for section in ("augment_images_per_s_per_core", "pipeline", "resident", "split", "correct"):
         assert section in res, section
@@ -192,25 +189,31 @@ def test_gpu_check_smoke_runs_every_section_without_ray_mlflow_pydantic(tmp_path
     assert "PASS" in r.stdout
 
 
-def test_gpu_check_exits_non_zero_when_the_loss_does_not_fall(tmp_path):
-    # --fall 0.0 demands last < 0 x first: impossible, so the correctness gate must fail the run.
+def test_gpu_check_fails_when_the_loss_does_not_fall_and_survives_a_broken_section():
+    # --fall 0.0 demands last < 0 x first: impossible, so the correctness gate must fail the run (exit 1).
+    # --resident-batches 0 makes the resident section raise: it is reported and `correct` still runs.
     r = _run_blocked("import runpy\nsys.argv = ['gpu_check.py'] + sys.argv[1:]\n"
                      "runpy.run_path('bench/gpu_check.py', run_name='__main__')\n",
-                     "--smoke", "--sections", "correct", "--correct-iters", "4", "--fall", "0.0", timeout=300)
+                     "--smoke", "--sections", "resident,correct", "--resident-batches", "0", "--fall", "0.0",
+                     timeout=300)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "FAILED" in r.stdout and "FAIL" in r.stdout.splitlines()[-1]
+    assert "[resident] ERROR" in r.stdout
+    assert re.search(r"\[correct\].*FAILED", r.stdout)
+    assert r.stdout.splitlines()[-1].endswith("FAIL (errors in: resident)")
 
 
 def test_gpu_check_voc300_config_has_ssd300_priors():
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
     model_cfg, priors_cfg, _ = gpu_check.voc300_config()
     assert (model_cfg.backbone, model_cfg.min_dim, model_cfg.num_classes) == ("vgg16", 300, 21)
     # 38²·4 + 19²·6 + 10²·6 + 5²·6 + 3²·4 + 1²·4 = 5776 + 2166 + 600 + 150 + 36 + 4 = 8732
     assert gpu_check.make_priors(model_cfg, priors_cfg).shape == (8732, 4)
+    # build_ssd refuses priors whose maps the network does not produce; SSD300's are these.
+    assert gpu_check.build_ssd(model_cfg, priors_cfg).feature_map_sizes(300) == [38, 19, 10, 5, 3, 1]
 
 
 # ------------------------------------------------------------------------- simulated cluster runs

@@ -61,28 +61,44 @@ def test_class_mismatch_is_refused(setup):
         evaluate_distributed(ckpt, other, cfg, num_workers=1)
 
 
+def _planted(ds, dets):
+    """The same images with ground truth = each image's top in-process detection (a guaranteed hit),
+    so the comparison below is between non-zero mAPs whatever the random weights detect."""
+    from ssd_ray.data.records import DetectionDataset, ImageRecord
+
+    recs = [ImageRecord(r.image_id, r.path, r.width, r.height, d["boxes"][:1], d["labels"][:1] - 1,
+                        np.zeros(min(1, len(d["labels"])), bool)) for r, d in zip(ds.records, dets)]
+    return DetectionDataset(ds.class_names, recs)
+
+
 @pytest.mark.slow
 def test_two_ray_workers_equal_in_process(setup, tmp_path):
     """The key correctness test: 2 actors, gathered and scored once == predict_records + score_detections."""
     import ray
+    import yaml
 
     from pipelines.evaluate import main
 
     cfg, ds, ckpt = setup
     ref = _reference(cfg, ds, ckpt)
-    assert ref.mAP_area is not None and ref.mAP_area > 0  # random weights still hit something: a real comparison
+    ref_dets = predict_distributed(ckpt, ds, cfg, num_workers=1, batch_size=3)  # in-process
+    assert sum(len(d["scores"]) for d in ref_dets) > 0
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         dets = predict_distributed(ckpt, ds, cfg, num_workers=2, batch_size=3)
         assert [d["image_id"] for d in dets] == [r.image_id for r in ds.records]
+        for a, b in zip(dets, ref_dets):
+            np.testing.assert_array_equal(a["labels"], b["labels"])
+            np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-6)
+            np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-6)
         got = score_detections(ds, dets)
         assert got.to_json() == ref.to_json()
-        assert got.mAP_area == ref.mAP_area and got.coco == ref.coco
+        planted = _planted(ds, ref_dets)
+        got_p, ref_p = score_detections(planted, dets), score_detections(planted, ref_dets)
+        assert ref_p.mAP_area > 0 and got_p.mAP_area == ref_p.mAP_area and got_p.coco == ref_p.coco
 
         # The CLI on the same Ray: report files, and the same numbers in metrics.json.
         cfg_path = tmp_path / "cfg.yaml"
-        import yaml
-
         cfg_path.write_text(yaml.safe_dump(tiny_config(cfg.data.root)))
         out = tmp_path / "report"
         main(["--config", str(cfg_path), "--checkpoint", ckpt, "--num-workers", "2", "--batch-size", "3",

@@ -119,7 +119,7 @@ def test_predictor_on_checkpoint_shapes_and_bounds(checkpoint):
     assert total > 0  # the random model does detect something, so the checks above bite
     # A single image (not in a list) gives a one-element list, the same as in a list.
     [single] = pred(images[0])
-    np.testing.assert_array_equal(single["boxes"], dets[0]["boxes"])
+    np.testing.assert_allclose(single["boxes"], dets[0]["boxes"], atol=1e-3)  # batch of 1 vs 2: float noise
 
 
 def test_predictor_matches_predict_records(checkpoint, tmp_path):

@@ -119,6 +119,13 @@ def test_grace_period_past_budget_and_wrong_mode(tmp_path):
     assert "would pick the worst trial" in _error(tmp_path, {**SWEEP, "metric": "val_loss", "mode": "max"})
 
 
+def test_budget_keys_cannot_be_overridden(tmp_path):
+    # train.max_iter comes from budget.max_iter; a second source would be silently overwritten.
+    assert "overrides.train.max_iter: set by the sweep's budget" in _error(
+        tmp_path, {**SWEEP, "overrides": {"train": {"max_iter": 10}}})
+    assert "--set train.eval_every: set by the sweep's budget" in _error(tmp_path, SWEEP, ["train.eval_every=3"])
+
+
 def test_missing_base_names_the_key(tmp_path):
     assert "base: file not found" in _error(tmp_path, {**SWEEP, "base": "nope.yaml"})
 
@@ -217,11 +224,11 @@ def test_best_and_status_from_histories():
 def local_ray():
     import ray
 
-    from ssd_ray.tune.sweep import init_local_ray
+    from ssd_ray.train.launch import init_ray
 
     # With the dashboard, its address handed to the workers: Train V2's placement-group cleaner polls
     # the state API; without it a trial stopped by ASHA leaks its placement group.
-    init_local_ray(num_cpus=2)
+    init_ray(num_cpus=2)
     yield ray
     ray.shutdown()
 

@@ -78,20 +78,35 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[int, Path] | None:
     return max(found) if found else None
 
 
-def _init_ray(address: str | None, cfg: Config) -> None:
+def init_ray(address: str | None = None, cfg: Config | None = None, **local_kwargs) -> None:
+    """Join the cluster at `address` (or `ray.address` / RAY_ADDRESS), else start a local Ray.
+
+    A local Ray binds its dashboard to 127.0.0.1 on a free port and hands that URL to every worker
+    (RAY_API_SERVER_ADDRESS): Train V2's placement-group cleaner asks the state API whether a Train
+    controller is alive, and without the address a worker finds it by scanning the machine, which
+    fails when another Ray runs there ("Found multiple active Ray instances"); the cleaner then dies
+    and a stopped run keeps its CPUs. Workers import this package, so the driver's path goes along
+    unless a Ray job's working_dir provides it.
+    """
+    import socket
+
     import ray
 
     if ray.is_initialized():
         return
-    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    # Workers import this package: forward the driver's path unless a job's working_dir does it.
-    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
-                                                                    os.environ.get("PYTHONPATH")]))}}
+    address = address or (cfg.ray.address if cfg else None) or os.environ.get("RAY_ADDRESS")
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     if address:
-        ray.init(address=address, runtime_env=env if not os.environ.get("RAY_JOB_ID") else None,
-                 log_to_driver=True)
-    else:
-        ray.init(dashboard_host="127.0.0.1", runtime_env=env, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True,
+                 runtime_env=None if os.environ.get("RAY_JOB_ID") else {"env_vars": env})
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+             runtime_env={"env_vars": env}, log_to_driver=True, **local_kwargs)
 
 
 def _scaling_config(cfg: Config):
@@ -159,7 +174,7 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
         raise ValueError(f"run {run_name} already reached max_iter {cfg.train.max_iter}; "
                          f"raise train.max_iter (--set train.max_iter=N) to train further")
 
-    _init_ray(address, cfg)
+    init_ray(address, cfg)
     import ray.data
 
     # One log line per iteration window from rank 0 is the progress report: no Ray Data bars.

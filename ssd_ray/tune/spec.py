@@ -247,7 +247,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSw
     try:
         spec = TuneSpec.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_error(e, f"sweep config {path}")) from None
+        raise ConfigError(_format_error(e, str(path))) from None
 
     base_path = _find_base(spec.base, path)
     try:
@@ -256,8 +256,14 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSw
         raise ConfigError(f"invalid YAML in {base_path}: {e}") from None
     if not isinstance(base_yaml, dict):
         raise ConfigError(f"invalid config {base_path}: the top level must be a mapping")
-    base_raw = apply_overrides(base_yaml, list(_flatten(spec.overrides).items()) + base_sets
-                               + _budget_overrides(spec))
+    budget = _budget_overrides(spec)
+    budget_keys = {k for k, _ in budget}
+    for where, keys in (("overrides.", _flatten(spec.overrides)), ("--set ", dict(base_sets)),
+                        ("search_space.", spec.search_space)):
+        for key in budget_keys & set(keys):
+            raise ConfigError(f"invalid sweep config {path}:\n  {where}{key}: set by the sweep's budget "
+                              f"(budget.max_iter, budget.eval_every); change those instead")
+    base_raw = apply_overrides(base_yaml, list(_flatten(spec.overrides).items()) + base_sets + budget)
     source = f"{base_path} (with the overrides and budget of {path})"
     base = resolve_paths(config_from_dict(base_raw, source))
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,31 +137,6 @@ def check_capacity(spec: TuneSpec, cfg, cluster: dict) -> None:
                               f"has {cluster.get('GPU', 0)}")
 
 
-def init_local_ray(**kwargs) -> None:
-    """Start a local Ray whose workers can reach its own state API, whatever else runs on the machine.
-
-    Train V2's PlacementGroupCleaner (a detached actor) asks the state API whether a Train controller is
-    still alive and frees its placement group when not; that is what releases the CPUs of a trial ASHA
-    killed. From a worker the state API is found through RAY_API_SERVER_ADDRESS / RAY_ADDRESS or by
-    scanning for GCS processes; with a second Ray instance on the machine (another user, a test) the
-    scan fails ("Found multiple active Ray instances"), the cleaner's thread dies and the next trial
-    waits forever for CPUs. So: pin the dashboard port and hand its URL to every worker.
-    """
-    import socket
-
-    import ray
-
-    with socket.socket() as sock:  # a free port for the dashboard (the API server)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    repo = str(Path(__file__).resolve().parents[2])
-    env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}",
-           # Workers import ssd_ray: forward the driver's path, as `run_training` does.
-           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             runtime_env={"env_vars": env}, log_to_driver=True, **kwargs)
-
-
 def find_sweep(tune_root: Path, name: str, which: str | None = None) -> Path:
     """The sweep folder to restore: `which` if given, else the newest `<name>-*` Tune can restore."""
     from ray.tune import Tuner
@@ -241,7 +215,7 @@ def run_sweep(loaded: LoadedSweep, *, address: str | None = None, resume: bool |
     from ray.tune.search import BasicVariantGenerator
 
     from ..data.sources import ensure_synthetic
-    from ..train.launch import _init_ray
+    from ..train.launch import init_ray
 
     spec, cfg = loaded.spec, loaded.base
     tune_root = Path(cfg.ray.storage_path) / "tune"
@@ -254,10 +228,7 @@ def run_sweep(loaded: LoadedSweep, *, address: str | None = None, resume: bool |
     out_dir = exp_dir / "outputs"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    if not ray.is_initialized() and not (address or cfg.ray.address or os.environ.get("RAY_ADDRESS")):
-        init_local_ray()
-    else:
-        _init_ray(address, cfg)  # a cluster: workers find it through `ray start`'s address file
+    init_ray(address, cfg)
     check_capacity(spec, cfg, ray.cluster_resources())
     ensure_synthetic(cfg.data)  # once, here: concurrent trials must not all write it
 
