@@ -109,26 +109,31 @@ def test_placeholder_efs_id_stops_setup_with_a_message():
 
 
 # ------------------------------------------------------------------------- documented placement
-def _documented_train_command() -> list[str]:
-    """The `ray job submit ... pipelines.train` command of docs/cluster.md section "Train", as argv."""
+def _documented_train_commands() -> list[list[str]]:
+    """The `ray job submit ... -- python -m pipelines.train ...` commands of docs/cluster.md, as argv
+    after `--`; the first is section 5's, the second the resume example."""
     text = CLUSTER_DOC.read_text()
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-    cmds = [b for b in blocks if "ray job submit" in b and "pipelines.train" in b and "--resume" not in b]
-    assert cmds, "docs/cluster.md has no `ray job submit ... pipelines.train` example"
-    argv = shlex.split(cmds[0].replace("\\\n", " "))
-    return argv[argv.index("--") + 1:]
+    cmds = [shlex.split(b.replace("\\\n", " ")) for b in blocks if "ray job submit" in b and "pipelines.train" in b]
+    assert len(cmds) == 2, "docs/cluster.md should show a train and a resume `ray job submit` command"
+    return [argv[argv.index("--") + 1:] for argv in cmds]
 
 
-def test_documented_cluster_command_gives_a_valid_config_matching_the_node_labels():
+def _load_documented(entry: list[str]):
     from pipelines.train import parse_args
     from ssd_ray.config import load_config
 
-    entry = _documented_train_command()
     assert entry[:3] == ["python", "-m", "pipelines.train"]
     args = parse_args(entry[3:])
     overrides = list(args.overrides) + [f"ray.num_workers={args.num_workers}"] + (
         ["ray.use_gpu=true"] if args.use_gpu else [])
-    cfg = load_config(REPO / args.config, overrides)  # pydantic-validated, as the job would load it
+    # pydantic-validated, as the job would load it
+    return args, load_config(REPO / args.config, overrides)
+
+
+def test_documented_cluster_command_gives_a_valid_config_matching_the_node_labels():
+    train_cmd, resume_cmd = _documented_train_commands()
+    _, cfg = _load_documented(train_cmd)
     labels = {role: _node_type(_cluster_cfg(), role)[1]["labels"] for role in ("data", "train")}
     assert cfg.ray.data_label_selector == labels["data"]
     assert cfg.ray.train_label_selector == labels["train"]
@@ -141,6 +146,13 @@ def test_documented_cluster_command_gives_a_valid_config_matching_the_node_label
     _, train = _node_type(_cluster_cfg(), "train")
     assert cfg.ray.cpus_per_worker <= train["resources"]["CPU"]
     assert cfg.ray.num_workers <= train["max_workers"] * train["resources"]["GPU"]
+
+    # The resume example: a run name, and the same storage, placement and config as the first run.
+    args, resumed = _load_documented(resume_cmd)
+    assert isinstance(args.resume, str) and args.resume.startswith(f"{resumed.name}-")
+    from ssd_ray.config import config_to_dict
+
+    assert config_to_dict(resumed) == config_to_dict(cfg)
 
 
 def test_single_machine_config_sets_no_placement_and_overrides_switch_it_on():
@@ -262,7 +274,7 @@ def ray_tmp(monkeypatch):
 
 
 @pytest.fixture
-def three_node_cluster(ray_tmp):
+def three_node_cluster(ray_tmp, monkeypatch):
     """Head with 0 CPUs, a `role=data` node (1 CPU) and a `role=train` node (2 CPUs).
 
     The train node keeps a CPU free next to its worker, so the augmentation task could land there if
@@ -271,8 +283,12 @@ def three_node_cluster(ray_tmp):
     import ray
     from ray.cluster_utils import Cluster
 
+    dash = _free_port()
+    # Every Ray process started below inherits this: the state API (Train's placement-group cleaner,
+    # our list_tasks) goes to this cluster's dashboard instead of scanning the machine for one.
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{dash}")
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": True, "dashboard_port": _free_port(),
+        "num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": dash,
         "ray_client_server_port": _free_port(), "dashboard_agent_listen_port": _free_port()})
     try:
         data = cluster.add_node(num_cpus=1, labels={"role": "data"})
@@ -380,8 +396,9 @@ def test_job_submit_to_token_protected_loopback_head(ray_tmp):
     token = secrets.token_hex(32)
     dash = _free_port()
     bin_dir = Path(sys.executable).parent
+    url = f"http://127.0.0.1:{dash}"
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "RAY_API_SERVER_ADDRESS": url, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     head_log = open(ray_tmp / "head.log", "w")
     head = subprocess.Popen(
@@ -390,7 +407,6 @@ def test_job_submit_to_token_protected_loopback_head(ray_tmp):
          f"--dashboard-agent-listen-port={_free_port()}", f"--temp-dir={ray_tmp / 'ray'}", "--disable-usage-stats"],
         env=env, stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        url = f"http://127.0.0.1:{dash}"
         _wait_for(lambda: _get(f"{url}/api/jobs/", token) == 200 or head.poll() is not None, 120,
                   "the head's job API")
         assert head.poll() is None, (ray_tmp / "head.log").read_text()[-3000:]

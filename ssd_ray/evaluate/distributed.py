@@ -18,7 +18,6 @@ from the checkpoint, which is checked against the dataset's classes.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from typing import Sequence
@@ -27,8 +26,6 @@ import numpy as np
 
 from ssd_ray.data.records import DetectionDataset, ImageRecord
 from ssd_ray.evaluate.result import EvalResult
-
-log = logging.getLogger(__name__)
 
 BLOCKS_PER_WORKER = 4  # a few blocks per actor so a slow actor does not hold the tail of the run
 
@@ -121,28 +118,6 @@ def _source_blocks(records: Sequence[ImageRecord], num_workers: int, batch_size:
     return [pa.table({"index": index[i:i + rows], "path": paths[i:i + rows]}) for i in range(0, n, rows)]
 
 
-def init_ray(address: str | None = None) -> None:
-    """Connect to `address` / RAY_ADDRESS, or start a local Ray (dashboard on localhost only).
-
-    Does nothing when Ray is already initialised (the training driver, tests). Workers get this
-    checkout on PYTHONPATH so they import the same `ssd_ray`.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    from pathlib import Path
-
-    root = str(Path(__file__).resolve().parents[2])
-    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}}
-    runtime_env = None if os.environ.get("RAY_JOB_ID") else env  # a job's working_dir already does it
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, runtime_env=runtime_env)
-    else:
-        ray.init(dashboard_host="127.0.0.1", runtime_env=runtime_env)
-
-
 def predict_distributed(
     checkpoint_path: str | os.PathLike,
     dataset: DetectionDataset,
@@ -173,7 +148,7 @@ def predict_distributed(
     check_classes(checkpoint_path, state["class_names"], dataset)
     image_size = config_from_dict(state["config"], source=str(checkpoint_path)).model.min_dim
     return predict_records(model, priors, dataset.records, image_size, int(batch_size or cfg.train.eval_batch_size),
-                           device, **_postprocess_kwargs(cfg))
+                           device, variance=cfg.priors.variance, **_postprocess_kwargs(cfg))
 
 
 def predict_ray(
@@ -200,7 +175,9 @@ def predict_ray(
     check_classes(checkpoint_path, class_names, dataset)
     if not records:
         return []
-    init_ray(address or cfg.ray.address)
+    from ssd_ray.train.launch import init_ray  # the project's one Ray start-up (local or cluster)
+
+    init_ray(address, cfg)
     remote = data_remote_args(cfg)
     torch_threads = max(1, int(remote.get("num_cpus", 1)))
     if use_gpu:

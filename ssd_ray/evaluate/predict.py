@@ -36,6 +36,7 @@ def predict_records(
     nms_thresh: float = 0.45,
     top_k: int = 200,
     nms_top_k: int = 200,
+    variance: Sequence[float] = (0.1, 0.2),
     decode_threads: int = 4,
 ) -> list[dict]:
     """Run the model on every record's image -> one detection dict per record, in record order.
@@ -69,7 +70,7 @@ def predict_records(
                 x = normalize(torch.from_numpy(images).to(device))
                 loc, conf = model(x)
                 dets = detect(loc, conf, priors, conf_thresh=conf_thresh, nms_thresh=nms_thresh, top_k=top_k,
-                              nms_top_k=nms_top_k)
+                              nms_top_k=nms_top_k, variance=variance)
                 if len(dets) != len(batch):
                     raise RuntimeError(f"detect returned {len(dets)} results for a batch of {len(batch)} images")
                 for rec, det in zip(batch, dets):

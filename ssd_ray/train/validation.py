@@ -55,7 +55,8 @@ def run_validation(model, priors, dataset, cfg, device, criterion):
     was_training = bare.training
     try:
         detections = predict_records(tap, priors, dataset.records, cfg.model.min_dim, bs, device,
-                                     p.conf_thresh, p.nms_thresh, p.top_k)
+                                     p.conf_thresh, p.nms_thresh, p.top_k, p.nms_top_k,
+                                     variance=cfg.priors.variance)
     finally:
         bare.train(was_training)
     result = score_detections(dataset, detections, iou_types=("voc", "coco"))
