@@ -124,6 +124,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     device = ray.train.torch.get_device()
     torch.set_num_threads(cfg.ray.torch_threads or max(1, int(cfg.ray.cpus_per_worker)))
     on_cuda = device.type == "cuda"
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels once
     channels_last = on_cuda and cfg.train.channels_last
     t = cfg.train
 
