@@ -195,8 +195,8 @@ class RayConfig(_Section):
     num_workers: int = Field(1, ge=0)  # 0 runs the loop in the driver process (no persisted checkpoints)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
-    data_cpus: float = Field(1.0, gt=0.0)  # CPUs each data (decode + augment) task asks for
-    data_concurrency: int | None = Field(None, ge=1)  # parallel data tasks; None: what the cluster holds
+    data_cpus: float = Field(1.0, gt=0.0)  # CPUs each data (decode + augment) actor asks for
+    data_concurrency: int | None = Field(None, ge=1)  # augmentation actors; None: autoscale from 1
     address: str | None = None  # None: RAY_ADDRESS or a local Ray
     storage_path: str = "runs"  # checkpoints, MLflow db and artifacts live under here
     max_failures: int = Field(2, ge=0)
