@@ -162,13 +162,13 @@ def test_single_machine_config_sets_no_placement_and_overrides_switch_it_on():
 
     local = load_config(REPO / "configs" / "shapes.yaml")
     assert local.ray.data_label_selector is None and local.ray.train_label_selector is None
-    assert data_remote_args(local) == {"num_cpus": 1.0}  # no label_selector key at all
+    assert data_remote_args(local) == {"num_cpus": local.ray.data_cpus}  # no label_selector key at all
     assert data_execution_options(local, preserve_order=False).label_selector is None
     assert not _scaling_config(local).label_selector
 
     placed = load_config(REPO / "configs" / "shapes.yaml",
                          ["ray.data_label_selector={role: data}", "ray.train_label_selector={role: train}"])
-    assert data_remote_args(placed) == {"num_cpus": 1.0, "label_selector": {"role": "data"}}
+    assert data_remote_args(placed) == {"num_cpus": placed.ray.data_cpus, "label_selector": {"role": "data"}}
     assert data_execution_options(placed, preserve_order=False).label_selector == {"role": "data"}
     assert _scaling_config(placed).label_selector == {"role": "train"}
 
@@ -285,7 +285,7 @@ def three_node_cluster(ray_tmp, monkeypatch):
 
     dash = _free_port()
     # Every Ray process started below inherits this: the state API (Train's placement-group cleaner,
-    # our list_tasks) goes to this cluster's dashboard instead of scanning the machine for one.
+    # our list_actors) goes to this cluster's dashboard instead of scanning the machine for one.
     monkeypatch.setenv("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{dash}")
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": dash,
@@ -312,7 +312,7 @@ def _wait_for(fn, timeout: float, what: str):
 
 @pytest.mark.slow
 def test_augmentation_runs_on_data_nodes_and_workers_on_train_nodes(three_node_cluster, ray_tmp):
-    from ray.util.state import list_actors, list_nodes, list_tasks
+    from ray.util.state import list_actors, list_nodes
 
     from ssd_ray.config import config_from_dict, resolve_paths
     from ssd_ray.data.shapes import write_shapes
@@ -336,13 +336,13 @@ def test_augmentation_runs_on_data_nodes_and_workers_on_train_nodes(three_node_c
     nodes = {n.node_id: n.labels for n in list_nodes(address=addr, detail=True)}
     assert nodes[data_id].get("role") == "data" and nodes[train_id].get("role") == "train"
 
-    def map_tasks():
-        return list_tasks(address=addr, detail=True, limit=10_000,
-                          filters=[("name", "=", "MapBatches(TrainSampleMaker)")])
+    def map_actors():  # augmentation runs on a pool of Ray Data actors
+        return list_actors(address=addr, detail=True, limit=10_000,
+                           filters=[("class_name", "=", "MapWorker(MapBatches(TrainSampleMaker))")])
 
-    tasks = _wait_for(map_tasks, 30, "the augmentation tasks in Ray's task table")
-    assert {t.node_id for t in tasks} == {data_id}, [(t.name, t.node_id) for t in tasks]
-    assert all(t.label_selector == {"role": "data"} for t in tasks), [t.label_selector for t in tasks]
+    actors = _wait_for(map_actors, 30, "the augmentation actors in Ray's actor table")
+    assert {a.node_id for a in actors} == {data_id}, [(a.class_name, a.node_id) for a in actors]
+    assert all(a.label_selector == {"role": "data"} for a in actors), [a.label_selector for a in actors]
 
     workers = list_actors(address=addr, detail=True, limit=10_000, filters=[("class_name", "=", "RayTrainWorker")])
     assert len(workers) == cfg.ray.num_workers
