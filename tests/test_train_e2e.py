@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ssd_ray import checkpoint as ckpt_io
-from ssd_ray.config import config_from_dict
+from ssd_ray.config import Config, config_from_dict
 from ssd_ray.data.shapes import write_shapes
 from ssd_ray.train.launch import latest_checkpoint, run_training
 
@@ -35,7 +35,7 @@ def shapes_root(tmp_path_factory):
     return str(root)
 
 
-def tiny_config(root: str, storage: Path, **train) -> "Config":  # noqa: F821
+def tiny_config(root: str, storage: Path, **train) -> Config:
     raw = {
         "name": "tiny",
         "data": {"format": "voc", "root": root, "train_sets": ["2007/train"], "val_sets": ["2007/val"],

@@ -25,8 +25,8 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..config import (Config, ConfigError, _format_error, apply_overrides, config_from_dict, parse_overrides,
-                      resolve_paths)
+from ..config import (Config, ConfigError, _format_error, apply_overrides, config_from_dict, config_to_dict,
+                      parse_overrides, resolve_paths)
 
 __all__ = ["Budget", "Asha", "TuneSpec", "LoadedSweep", "load_sweep", "trial_config", "param_space",
            "sampled_values", "rungs", "CONFIG_SECTIONS"]
@@ -266,6 +266,9 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSw
     base_raw = apply_overrides(base_yaml, list(_flatten(spec.overrides).items()) + base_sets + budget)
     source = f"{base_path} (with the overrides and budget of {path})"
     base = resolve_paths(config_from_dict(base_raw, source))
+    # Trials run in their own working directories: hand them absolute paths, or every trial would
+    # regenerate (or miss) the data and write runs beside itself.
+    base_raw = config_to_dict(base)
 
     # Every key must exist and every value the space can produce must give a valid config, so a
     # typo fails now rather than in trial 3 after twenty minutes.
