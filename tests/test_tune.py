@@ -174,6 +174,20 @@ class _Trial:
         self.trial_id = trial_id
 
 
+def test_trials_get_absolute_paths_whatever_their_working_directory(tmp_path, monkeypatch):
+    # Relative data.root / ray.storage_path resolve against the directory the sweep started in, not
+    # the trial's own working directory (Tune runs each trial elsewhere).
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))  # root "shapes", storage "runs"
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(SWEEP))
+    monkeypatch.chdir(tmp_path)
+    loaded = load_sweep(tmp_path / "sweep.yaml")
+    elsewhere = tmp_path / "trial_dir"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = trial_config(loaded.base_raw, {"train.lr": 1e-3, "loss.neg_pos": 2})
+    assert cfg.data.root == str(tmp_path / "shapes") and cfg.ray.storage_path == str(tmp_path / "runs")
+
+
 def test_asha_stops_weak_trials_but_never_the_final_report():
     from ray.tune.schedulers import TrialScheduler
 
