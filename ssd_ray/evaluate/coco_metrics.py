@@ -14,11 +14,13 @@ pycocotools prints progress and the summary table; both are captured and logged 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import copy
 import io
 import logging
 import os
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -34,8 +36,23 @@ log = logging.getLogger(__name__)
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 
 
+@contextlib.contextmanager
 def _quiet():
-    return contextlib.redirect_stdout(io.StringIO())
+    """Capture pycocotools' prints. Ray Train V2 replaces `builtins.print` on its workers with a
+    function that logs instead of writing to `sys.stdout`, so redirecting stdout alone let them
+    through; print is pointed at the sink too for the duration."""
+    sink = io.StringIO()
+    original = builtins.print
+
+    def to_sink(*objects, sep=" ", end="\n", file=None, flush=False):
+        original(*objects, sep=sep, end=end, file=sink if file in (None, sys.stdout) else file)
+
+    builtins.print = to_sink
+    try:
+        with contextlib.redirect_stdout(sink):
+            yield sink
+    finally:
+        builtins.print = original
 
 
 def _xywh(boxes_px: np.ndarray) -> np.ndarray:
@@ -138,8 +155,7 @@ def coco_evaluate(coco_gt: COCO, results: list[dict], image_ids: Sequence[int] |
         if missing:
             raise ValueError(f"coco_evaluate: image ids not in the ground truth, e.g. {sorted(missing)[:3]}")
         ev.params.imgIds = sorted(set(int(i) for i in image_ids))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with _quiet() as out:
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

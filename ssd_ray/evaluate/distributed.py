@@ -146,9 +146,11 @@ def predict_distributed(
     device = "cuda" if use_gpu else "cpu"
     model, priors, state = load_model(checkpoint_path, device)
     check_classes(checkpoint_path, state["class_names"], dataset)
-    image_size = config_from_dict(state["config"], source=str(checkpoint_path)).model.min_dim
-    return predict_records(model, priors, dataset.records, image_size, int(batch_size or cfg.train.eval_batch_size),
-                           device, variance=cfg.priors.variance, **_postprocess_kwargs(cfg))
+    trained = config_from_dict(state["config"], source=str(checkpoint_path))
+    # Image size and box variance belong to the weights (as on the actors), not to the eval config.
+    return predict_records(model, priors, dataset.records, trained.model.min_dim,
+                           int(batch_size or cfg.train.eval_batch_size), device,
+                           variance=trained.priors.variance, **_postprocess_kwargs(cfg))
 
 
 def predict_ray(
