@@ -9,6 +9,8 @@ checkpoint once (`ssd_ray.checkpoint.load_model`), then per batch decodes + resi
 returns detections as fixed-width padded arrays (width `top_k`, label -1 = padding). The driver
 gathers the rows, restores record order by index and unpads; `score_detections` then runs once, so
 the result is the same as the in-process `predict_records` + `score_detections` on the same weights.
+Training's periodic evaluation on several workers splits the val set over the train workers instead
+(`shard_indices`, no model reload) and gathers with the same `assemble_detections`.
 
 With `num_workers <= 1` everything runs in-process through `predict_records` (no Ray).
 Post-processing settings and data-operator placement come from the evaluation config
@@ -192,15 +194,41 @@ def predict_ray(
         batch_size=batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=num_workers), **remote)
 
+    def parts():
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            dets = [{"image_id": records[int(i)].image_id, "boxes": np.array(boxes[:n], np.float32).reshape(-1, 4),
+                     "scores": np.array(scores[:n], np.float32), "labels": np.array(labels[:n], np.int64)}
+                    for i, n, boxes, scores, labels in zip(batch["index"], batch["count"], batch["boxes"],
+                                                           batch["scores"], batch["labels"])]
+            yield batch["index"], dets
+
+    return assemble_detections(records, parts())
+
+
+def shard_indices(num_records: int, rank: int, world_size: int) -> np.ndarray:
+    """Record indices rank `rank` of `world_size` predicts: a stride, so shards differ by at most one image."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    return np.arange(rank, num_records, world_size, dtype=np.int64)
+
+
+def assemble_detections(records: Sequence[ImageRecord], parts) -> list[dict]:
+    """Put per-shard detections back in record order: `parts` yields `(indices [b], detections [b])`.
+
+    The one gathering step of every distributed path (the Ray actor pool here, the train workers in
+    `ssd_ray.train.validation`). RuntimeError if an image is missing or predicted twice: a dropped
+    image must never be scored as all misses.
+    """
     out: list[dict | None] = [None] * len(records)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        for i, n, boxes, scores, labels in zip(batch["index"], batch["count"], batch["boxes"], batch["scores"],
-                                               batch["labels"]):
-            rec = records[int(i)]
-            out[int(i)] = {"image_id": rec.image_id, "boxes": np.array(boxes[:n], np.float32).reshape(-1, 4),
-                           "scores": np.array(scores[:n], np.float32), "labels": np.array(labels[:n], np.int64)}
+    for indices, dets in parts:
+        if len(indices) != len(dets):
+            raise RuntimeError(f"a shard returned {len(dets)} detections for {len(indices)} images")
+        for i, det in zip(indices, dets):
+            if out[int(i)] is not None:
+                raise RuntimeError(f"image {records[int(i)].image_id} was predicted by two shards")
+            out[int(i)] = det
     missing = [records[i].image_id for i, d in enumerate(out) if d is None]
-    if missing:  # never score a silently dropped image as all misses
+    if missing:
         raise RuntimeError(f"distributed prediction lost {len(missing)} of {len(records)} images, e.g. {missing[:3]}")
     return out  # type: ignore[return-value]
 

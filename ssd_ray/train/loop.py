@@ -161,7 +161,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     criterion = MultiBoxLoss(cfg.loss.neg_pos)
     params = [p for p in model.parameters() if p.requires_grad]
     local_batch = t.batch_size // world
-    val_ds = loop_config.get("val_dataset")  # DetectionDataset, evaluated on rank 0
+    val_ds = loop_config.get("val_dataset")  # DetectionDataset, split over the ranks at evaluation
 
     def report(metrics: dict):
         """All ranks call this (a barrier); rank 0 attaches the checkpoint."""
@@ -187,11 +187,14 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     final_eval: dict = {}
 
     def evaluate(final: bool) -> dict:
-        """Rank 0 scores the val set; returns the metrics to report (empty on other ranks)."""
-        if rank != 0 or val_ds is None:
+        """Every rank predicts its share of the val set, rank 0 scores it all; returns the metrics to
+        report (empty on other ranks)."""
+        if val_ds is None:
             return {}
         t0 = time.perf_counter()
-        result, val_loss = run_validation(model, priors, val_ds, cfg, device, criterion)
+        result, val_loss = run_validation(model, priors, val_ds, cfg, device, criterion, rank, world)
+        if rank != 0:
+            return {}
         metrics = {"val_mAP": result.mAP_area, "val_mAP_07": result.mAP_07, "val_loss": val_loss}
         if result.coco:
             metrics["val_AP"] = result.coco.get("AP")
