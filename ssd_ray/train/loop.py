@@ -126,7 +126,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     on_cuda = device.type == "cuda"
     if on_cuda:
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels once
-    channels_last = on_cuda and cfg.train.channels_last
+    channels_last = cfg.train.channels_last
     t = cfg.train
 
     torch.manual_seed(t.seed)
