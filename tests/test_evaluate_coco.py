@@ -88,6 +88,19 @@ def test_coco_hand_case(capsys):
     assert capsys.readouterr().out == ""  # pycocotools' prints are captured
 
 
+def test_coco_evaluation_is_quiet_under_a_print_that_ignores_file(monkeypatch):
+    """Ray Train V2 workers replace `builtins.print` with a logger that ignores `file=`: pycocotools'
+    prints must not reach it (they flooded the training log)."""
+    import builtins
+
+    coco_gt = _coco_gt()
+    logged = []
+    monkeypatch.setattr(builtins, "print", lambda *a, **k: logged.append(a))
+    stats = coco_evaluate(coco_gt, [dict(r) for r in RESULTS])
+    assert stats["AP"] == pytest.approx(EXPECTED["AP"], abs=1e-12)
+    assert logged == []
+
+
 def test_coco_results_list_is_not_modified():
     results = [dict(r) for r in RESULTS]
     coco_evaluate(_coco_gt(), results)

@@ -45,7 +45,11 @@ def _quiet():
     original = builtins.print
 
     def to_sink(*objects, sep=" ", end="\n", file=None, flush=False):
-        original(*objects, sep=sep, end=end, file=sink if file in (None, sys.stdout) else file)
+        if file not in (None, sys.stdout):
+            original(*objects, sep=sep, end=end, file=file, flush=flush)
+            return
+        # Written here, not through `original`: Ray's replacement logs and ignores `file`.
+        sink.write((" " if sep is None else sep).join(map(str, objects)) + ("\n" if end is None else end))
 
     builtins.print = to_sink
     try:
