@@ -124,11 +124,14 @@ class IdleBackoff(_CallbackBase):
     when no task runs). Whenever augmentation runs ahead of training, the loop therefore spins. In the
     training worker, which executes the pipeline on single-worker runs, the spin held the GIL against
     the training thread: py-spy showed the executor thread as busy as the training thread, and
-    training ran at ~48 img/s instead of ~115 on 2 cores. 5 ms per step caps the loop at 200 steps/s,
-    far more than batches of 32 images need.
+    training ran at ~48 img/s instead of ~115 on 2 cores. Each step also costs 3-4 ms of Python
+    (resource budgets, metrics gauges, issue detectors: py-spy of the split coordinator), so a 5 ms
+    sleep still left the coordinator at 20% of a core on the 2-core demo. 25 ms caps the loop at 40
+    steps/s; throughput is not capped with it, because a step collects every finished map call and
+    launches as many new ones as the budget allows, and the workers prefetch batches meanwhile.
     """
 
-    STEP_SLEEP_S = 0.005
+    STEP_SLEEP_S = 0.025
 
     def on_execution_step(self, executor) -> None:
         time.sleep(self.STEP_SLEEP_S)
