@@ -3,7 +3,7 @@
 On several workers the val set is split over the train workers (the distributed evaluation path:
 `shard_indices` -> each rank predicts its shard with the live weights -> detections gathered to
 rank 0 -> `assemble_detections` -> `score_detections` once). No checkpoint is written or reloaded and
-no extra actors start, so a periodic evaluation costs 1/world of the single-rank time.
+no extra actors start; prediction, the bulk of the time, is split world ways.
 """
 
 from __future__ import annotations
