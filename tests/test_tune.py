@@ -233,6 +233,30 @@ def test_best_and_status_from_histories():
     assert best_row([rows[3]], "max") is None
 
 
+def test_driver_closes_trial_runs_as_tune_saw_them(tmp_path):
+    """A stopped trial's run may be left RUNNING (actor killed) or FAILED (Tune's stop reached the
+    trial as an exception): the driver closes both as KILLED; a finished or failed trial keeps its status."""
+    from ssd_ray.train import tracking
+    from ssd_ray.tune.sweep import _Parent
+
+    cfg = load_sweep(_write(tmp_path)).base
+    parent = _Parent(cfg, "s", tmp_path, {"sweep": "s"}, resume=False)
+    client = parent.logger.client
+    ends = {"left-open": None, "stop-raised": "FAILED", "done": "FINISHED", "broke": "FAILED"}
+    for name, end in ends.items():
+        run_id = tracking.start_run(cfg, f"s-{name}", {}, parent_run_id=parent.run_id)
+        if end:
+            client.set_terminated(run_id, end)
+    rows = [TrialRow("left-open", {}, [(2, 1.0)], 2, run_name="s-left-open"),
+            TrialRow("stop-raised", {}, [(2, 1.0)], 2, run_name="s-stop-raised"),
+            TrialRow("done", {}, [(4, 1.0)], 4, run_name="s-done"),
+            TrialRow("broke", {}, [], 1, error="RuntimeError: boom", run_name="s-broke")]
+    parent.close_children(rows, max_iter=4)
+    status = {name: run.info.status for name, run in parent.children().items()}
+    assert status == {"s-left-open": "KILLED", "s-stop-raised": "KILLED", "s-done": "FINISHED", "s-broke": "FAILED"}
+    assert all(row.mlflow_run_id for row in rows)
+
+
 # ------------------------------------------------------------------------------ a real sweep
 @pytest.fixture
 def local_ray():

@@ -204,6 +204,11 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
     )
     try:
         result = trainer.fit()
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl-C, or Tune stopping this trial (its report thread exits with sys.exit(0)): not a failure.
+        if tracker:
+            tracker.finish("KILLED")
+        raise
     except BaseException:
         if tracker:
             tracker.finish("FAILED")

@@ -204,7 +204,9 @@ class _Parent:
             status = row.status(max_iter)
             client.set_tag(run.info.run_id, "ssd_ray.tune_trial_id", row.trial_id)
             client.set_tag(run.info.run_id, "ssd_ray.tune_status", status)
-            if run.info.status == "RUNNING":
+            # Tune, not the trial, knows how a trial ended: a run still open, or one that a stop
+            # reached as an exception, is closed as what the sweep saw.
+            if run.info.status == "RUNNING" or (status == "stopped early" and run.info.status == "FAILED"):
                 client.set_terminated(run.info.run_id, "FAILED" if status == "error" else "KILLED")
 
 
