@@ -55,6 +55,7 @@ def main(argv=None) -> None:
     ap.add_argument("--every", type=int, default=6000, help="evaluate every this many images")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save", help="write the final weights (state dict) here")
+    ap.add_argument("--ema", default="", help="comma list of EMA decays: also evaluate those weight averages")
     args = ap.parse_args(argv)
 
     cfg = load_config(args.config, args.set)
@@ -71,6 +72,9 @@ def main(argv=None) -> None:
     criterion = MultiBoxLoss(cfg.loss.neg_pos)
     optimizer, params = build_optimizer(model, t), list(model.parameters())
     scheduler = build_scheduler(optimizer, t)
+    decays = [float(d) for d in args.ema.split(",") if d]
+    emas = [torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(d), use_buffers=True) for d in decays]
     augment = make_augmentation(cfg)
     images = [decode_image(r.path) for r in train.records]
     print(f"{cfg.name}: {sum(p.numel() for p in params) / 1e6:.2f}M parameters, {len(images)} train images, "
@@ -103,12 +107,16 @@ def main(argv=None) -> None:
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip or float("inf"))
         optimizer.step()
         scheduler.step()
+        for ema in emas:
+            ema.update_parameters(model)
         step_time += time.perf_counter() - t0
         seen += b
         if seen >= next_eval or seen >= args.images:
             next_eval += args.every
             mAP = evaluate(model, priors, val, cfg)
-            print(f"{seen:7d} {seen // b:5d} {loss.item():7.3f} {mAP:8.3f} {seen / step_time:10.1f}", flush=True)
+            ema_maps = "".join(f"  ema {d}: {evaluate(ema.module, priors, val, cfg):.3f}" for d, ema in zip(decays, emas))
+            model.train()
+            print(f"{seen:7d} {seen // b:5d} {loss.item():7.3f} {mAP:8.3f} {seen / step_time:10.1f}{ema_maps}", flush=True)
     if args.save:
         torch.save(model.state_dict(), args.save)
 

@@ -3,7 +3,8 @@
 Two kinds of file, both plain dicts of tensors and Python values (no pickled modules):
 
 - a *training checkpoint* (`checkpoint.pt` in a Ray Train checkpoint folder): model, optimizer,
-  scheduler, iteration, RNG state, resolved config, class names, input normalisation, MLflow run id;
+  scheduler, iteration, RNG state, resolved config, class names, input normalisation, MLflow run id,
+  and with `train.ema_decay` the weight average (`ema`: {"model", "updates", "decay"});
 - a *model file* (`model.pt`): weights + config + class names + normalisation, everything
   `load_model` needs to rebuild the network for prediction, evaluation or export.
 """
@@ -56,6 +57,12 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
         raise ValueError(f"cannot load checkpoint {path}: {e}") from e
 
 
+def inference_weights(state: dict) -> dict:
+    """The weights to predict with: the EMA when the checkpoint has one (it is what was evaluated), else the raw ones."""
+    ema = state.get("ema")
+    return ema["model"] if ema else state["model"]
+
+
 def model_state(model: nn.Module, config: dict, class_names: list[str]) -> dict:
     return {"format": MODEL_FORMAT, "model": unwrap(model).state_dict(), "config": config,
             "class_names": list(class_names), "normalization": normalization_spec()}
@@ -78,7 +85,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     cfg = config_from_dict(state["config"], source=str(path))
     cfg.model.pretrained = None  # the weights come from the file, not from ImageNet
     model = build_ssd(cfg.model, cfg.priors)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(inference_weights(state))
     model.to(device).eval()
     return model, priors_from_config(cfg.model, cfg.priors).to(device), state
 
@@ -88,7 +95,7 @@ def load_weights_for_finetune(model: nn.Module, path: str | os.PathLike) -> list
 
     Heads whose class count differs (conf layers) keep their fresh initialisation.
     """
-    state = load(path)["model"]
+    state = inference_weights(load(path))
     own = unwrap(model).state_dict()
     compatible = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     unwrap(model).load_state_dict(compatible, strict=False)

@@ -170,6 +170,9 @@ class TrainConfig(_Section):
     warmup_factor: float = Field(1e-3, gt=0.0, le=1.0)
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)  # cosine floor as a fraction of lr
     grad_clip: float | None = Field(None, gt=0.0)
+    # > 0: keep an exponential moving average of the weights (ramped decay, ssd_ray/train/ema.py) and
+    # evaluate, keep as best and export it instead of the raw weights; 0 = off.
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
     checkpoint_every: int = Field(5000, ge=1)
     eval_every: int = Field(10000, ge=1)
     log_every: int = Field(20, ge=1)

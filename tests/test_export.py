@@ -10,9 +10,12 @@ import pytest
 import torch
 
 from ssd_ray.checkpoint import load_model
+from ssd_ray.data.shapes import SHAPE_CLASSES
 from ssd_ray.export import export_onnx, sidecar_paths
 from ssd_ray.postprocess import detect
 from test_predict import save_tiny_checkpoint  # noqa: E402  (tests/ is on sys.path under pytest)
+
+C = len(SHAPE_CLASSES) + 1  # the tiny checkpoint's conf channels: the shape classes + background
 
 ort = pytest.importorskip("onnxruntime", reason="the 'export' extra (onnx, onnxscript, onnxruntime) is not installed")
 
@@ -36,13 +39,13 @@ def test_files_and_meta(exported):
     assert sorted(paths) == ["meta", "onnx", "priors"]
     np.testing.assert_array_equal(np.load(paths["priors"]), priors.numpy())  # [772,4] cxcywh
     meta = json.loads(open(paths["meta"]).read())
-    assert meta["class_names"] == state["class_names"] and meta["num_classes"] == 8
+    assert meta["class_names"] == state["class_names"] and meta["num_classes"] == C
     assert meta["input"]["shape"] == ["batch", 3, 96, 96] and meta["input"]["image_size"] == 96
     assert meta["input"]["normalization"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
     assert meta["variance"] == [0.1, 0.2]
     assert meta["postprocess"] == {"conf_thresh": 0.05, "nms_thresh": 0.45, "top_k": 20, "nms_top_k": 50}
     # 12*12*6 + 6*6*6 + 3*3*6 + 2*2*6 priors (6 boxes per location with aspect ratio [2])
-    assert meta["outputs"] == {"loc": ["batch", 772, 4], "conf": ["batch", 772, 8]}
+    assert meta["outputs"] == {"loc": ["batch", 772, 4], "conf": ["batch", 772, C]}
 
 
 def test_onnxruntime_matches_torch_and_detections_agree(exported):
@@ -57,7 +60,7 @@ def test_onnxruntime_matches_torch_and_detections_agree(exported):
         with torch.no_grad():
             loc_t, conf_t = model(x)
         loc_o, conf_o = sess.run(["loc", "conf"], {"images": x.numpy()})
-        assert loc_o.shape == (batch, 772, 4) and conf_o.shape == (batch, 772, 8)
+        assert loc_o.shape == (batch, 772, 4) and conf_o.shape == (batch, 772, C)
         np.testing.assert_allclose(loc_o, loc_t.numpy(), atol=1e-4, rtol=0)
         np.testing.assert_allclose(conf_o, conf_t.numpy(), atol=1e-4, rtol=0)
 

@@ -160,3 +160,16 @@ def test_bad_arguments(tmp_path):
         write_shapes(tmp_path, "yolo", 1, 1, 0)
     with pytest.raises(ValueError, match="counts"):
         write_shapes(tmp_path, "voc", -1, 1, 0)
+
+
+def test_parallel_rendering_writes_the_same_files(tmp_path, monkeypatch):
+    import ssd_ray.data.shapes as shapes
+
+    serial = write_shapes(str(tmp_path / "serial"), "voc", n_train=12, n_val=4, seed=5, size=64, workers=1)
+    monkeypatch.setattr(shapes, "_PARALLEL_MIN_IMAGES", 0)  # use the process pool even for 16 images
+    pooled = write_shapes(str(tmp_path / "pooled"), "voc", n_train=12, n_val=4, seed=5, size=64, workers=2)
+    files = sorted(p.relative_to(serial) for p in Path(serial).rglob("*") if p.is_file())
+    assert len(files) == 16 * 2 + 3 + 1  # jpg + xml per image, train/val/trainval lists, the stamp
+    assert files == sorted(p.relative_to(pooled) for p in Path(pooled).rglob("*") if p.is_file())
+    for f in files:
+        assert (Path(serial) / f).read_bytes() == (Path(pooled) / f).read_bytes(), f

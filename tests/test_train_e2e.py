@@ -39,7 +39,7 @@ def tiny_config(root: str, storage: Path, **train) -> Config:
     raw = {
         "name": "tiny",
         "data": {"format": "voc", "root": root, "train_sets": ["2007/train"], "val_sets": ["2007/val"],
-                 "classes": ["circle", "square", "triangle", "star", "hexagon", "cross", "ellipse"],
+                 "classes": ["circle", "square", "triangle", "star", "cross", "ellipse"],
                  "max_boxes": 8, "augment": {"expand": False}},
         "model": {"backbone": "light", "min_dim": 64, "width": 8},
         "priors": {"feature_maps": [8, 4, 2, 1], "steps": [8, 16, 32, 64], "min_sizes": [8, 20, 36, 52],
@@ -90,15 +90,24 @@ def test_two_workers_checkpoint_mlflow_and_nan_skip(ray_local, shapes_root, tmp_
 
 
 def test_resume_is_bit_identical_on_one_worker(ray_local, shapes_root, tmp_path):
-    # 16 images, batch 4: an epoch is 4 iterations; 4 + 4 iterations must equal 8 straight.
-    straight = run_training(tiny_config(shapes_root, tmp_path / "a", preserve_order=True))
-    first = run_training(tiny_config(shapes_root, tmp_path / "b", preserve_order=True, max_iter=4))
-    resumed = run_training(tiny_config(shapes_root, tmp_path / "b", preserve_order=True), resume=first.run_name)
+    # 16 images, batch 4: an epoch is 4 iterations; 4 + 4 iterations must equal 8 straight, the
+    # weight average (EMA) included.
+    straight = run_training(tiny_config(shapes_root, tmp_path / "a", preserve_order=True, ema_decay=0.9))
+    first = run_training(tiny_config(shapes_root, tmp_path / "b", preserve_order=True, ema_decay=0.9, max_iter=4))
+    resumed = run_training(tiny_config(shapes_root, tmp_path / "b", preserve_order=True, ema_decay=0.9),
+                           resume=first.run_name)
     assert resumed.run_name == first.run_name and resumed.iterations == 8
     a = ckpt_io.load(latest_checkpoint(straight.run_dir)[1])
     b = ckpt_io.load(latest_checkpoint(resumed.run_dir)[1])
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 8
+    for k, v in a["ema"]["model"].items():
+        assert torch.equal(v, b["ema"]["model"][k]), k
+    # The exported model file holds the average, not the last raw weights.
+    exported = ckpt_io.load(resumed.model_file)["model"]
+    key = next(k for k, v in b["model"].items() if v.is_floating_point() and not torch.equal(v, b["ema"]["model"][k]))
+    assert torch.equal(exported[key], b["ema"]["model"][key])
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 8
     assert b["mlflow_run_id"] == first.mlflow_run_id  # the resumed run re-attached to its MLflow run
 

@@ -21,16 +21,23 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "hexagon", "cross", "ellipse")
+# Silhouettes that stay distinct down to the smallest size (~16 px). No hexagon: its edges lie within
+# 0.134 r of its circumcircle, about one pixel at 16 px, so small hexagons were circles in all but
+# name (generator v2 had one; circle/square <-> hexagon were 40 % of a demo model's class confusions).
+SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ellipse")
 
 # Bump when rendering or layout changes, so `find_existing` regenerates stale folders.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 META_FILE = ".shapes_meta.json"
 SPLITS = (("train", 0), ("val", 1))
 
@@ -139,8 +146,6 @@ def _draw_shape(cls: str, mask: np.ndarray, c: float, r: float, rng: np.random.G
     elif cls == "triangle":
         # slightly irregular triangles; radii <= 1 keeps them inside the circumcircle
         pts = _regular(3, r, rot, rng.uniform(0.85, 1.0, 3))
-    elif cls == "hexagon":
-        pts = _regular(6, r, rot)
     elif cls == "star":
         radii = np.tile([1.0, rng.uniform(0.38, 0.5)], 5)
         pts = _regular(10, r, rot, radii)
@@ -227,7 +232,7 @@ def _jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
     return buf.tobytes()
 
 
-def _voc_xml(folder: str, filename: str, size: int, r: RenderedImage) -> str:
+def _voc_xml(folder: str, filename: str, size: int, r: _Encoded) -> str:
     objs = []
     for lab, (x0, y0, x1, y1) in zip(r.labels, r.boxes_px):
         objs.append(
@@ -251,7 +256,49 @@ def _write_bytes(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def _write_voc(out: str, counts: dict[str, int], seed: int, size: int, year: str) -> None:
+@dataclass
+class _Encoded:
+    """One image as written: JPEG bytes and its annotations (what a writer needs of RenderedImage)."""
+
+    jpeg: bytes
+    labels: np.ndarray
+    boxes_px: np.ndarray
+    areas: np.ndarray
+
+
+def _encode(job: tuple[int, int, int, int]) -> _Encoded:
+    r = render_image(*job)
+    return _Encoded(_jpeg(r.image), r.labels, r.boxes_px, r.areas)
+
+
+Renderer = Callable[[Iterable[tuple[int, int, int, int]]], Iterator[_Encoded]]
+
+# Below this many images a process pool's start-up (each process imports the package) costs more
+# than it saves.
+_PARALLEL_MIN_IMAGES = 500
+
+
+def _cv2_single_thread() -> None:
+    cv2.setNumThreads(1)
+
+
+@contextmanager
+def _renderer(n_images: int, workers: int | None):
+    """`render(jobs)`: `_encode` over (seed, split_id, index, size) jobs, results in job order, in
+    `workers` processes (default: the CPUs this process may use). Images depend only on their job,
+    so the files are the same whatever the number of processes."""
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers <= 1 or n_images < _PARALLEL_MIN_IMAGES:
+        yield lambda jobs: map(_encode, jobs)
+        return
+    # spawn: the caller may already run threads (Ray's), which fork does not copy safely.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_cv2_single_thread) as pool:
+        yield lambda jobs: pool.map(_encode, jobs, chunksize=64)
+
+
+def _write_voc(out: str, counts: dict[str, int], seed: int, size: int, year: str, render: Renderer) -> None:
     folder = f"VOC{year}"
     base = os.path.join(out, folder)
     for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
@@ -259,10 +306,9 @@ def _write_voc(out: str, counts: dict[str, int], seed: int, size: int, year: str
     all_ids: list[str] = []
     for split, split_id in SPLITS:
         ids = []
-        for i in range(counts[split]):
+        for i, r in enumerate(render((seed, split_id, i, size) for i in range(counts[split]))):
             name = f"{split}_{i:06d}"
-            r = render_image(seed, split_id, i, size)
-            _write_bytes(os.path.join(base, "JPEGImages", name + ".jpg"), _jpeg(r.image))
+            _write_bytes(os.path.join(base, "JPEGImages", name + ".jpg"), r.jpeg)
             _write_bytes(os.path.join(base, "Annotations", name + ".xml"),
                          _voc_xml(folder, name + ".jpg", size, r).encode())
             ids.append(name)
@@ -272,19 +318,18 @@ def _write_voc(out: str, counts: dict[str, int], seed: int, size: int, year: str
     _write_bytes(os.path.join(base, "ImageSets", "Main", "trainval.txt"), "".join(f"{n}\n" for n in all_ids).encode())
 
 
-def _write_coco(out: str, counts: dict[str, int], seed: int, size: int) -> None:
+def _write_coco(out: str, counts: dict[str, int], seed: int, size: int, render: Renderer) -> None:
     os.makedirs(os.path.join(out, "annotations"), exist_ok=True)
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(SHAPE_CLASSES)]
     for split, split_id in SPLITS:
         img_dir = os.path.join(out, "images", split)
         os.makedirs(img_dir, exist_ok=True)
         images, anns = [], []
-        for i in range(counts[split]):
+        for i, r in enumerate(render((seed, split_id, i, size) for i in range(counts[split]))):
             file_name = f"{i:06d}.jpg"
             # ids unique across splits (train 1.., val 1000001..), so concatenated splits don't collide
             image_id = split_id * 1_000_000 + i + 1
-            r = render_image(seed, split_id, i, size)
-            _write_bytes(os.path.join(img_dir, file_name), _jpeg(r.image))
+            _write_bytes(os.path.join(img_dir, file_name), r.jpeg)
             images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
             for lab, (x0, y0, x1, y1), area in zip(r.labels, r.boxes_px, r.areas):
                 x0, y0, x1, y1 = int(x0), int(y0), int(x1), int(y1)
@@ -332,14 +377,15 @@ def find_existing(out_dir: str, fmt: str = "voc", n_train: int = 2000, n_val: in
 
 
 def write_shapes(out_dir: str, fmt: str = "voc", n_train: int = 2000, n_val: int = 300, seed: int = 0,
-                 size: int = 256, year: str = "2007") -> str:
+                 size: int = 256, year: str = "2007", workers: int | None = None) -> str:
     """Write a shapes dataset and return the root its reader takes.
 
     `fmt="voc"`: `<out>/VOC<year>/{JPEGImages,Annotations,ImageSets/Main/{train,val,trainval}.txt}`;
     read with `read_voc(root, [(year, "train")], class_names=SHAPE_CLASSES)`.
     `fmt="coco"`: `<out>/annotations/instances_{train,val}.json` and `<out>/images/{train,val}/`;
     read with `read_coco(root, "train")`. A stamp `<out>/.shapes_meta.json` (written last) records the
-    parameters; `find_existing` uses it to skip regeneration.
+    parameters; `find_existing` uses it to skip regeneration. `workers`: rendering processes for
+    large sets (default: the usable CPUs; the files do not depend on it).
     """
     if fmt not in ("voc", "coco"):
         raise ValueError(f"write_shapes: fmt must be 'voc' or 'coco', got {fmt!r}")
@@ -357,10 +403,11 @@ def write_shapes(out_dir: str, fmt: str = "voc", n_train: int = 2000, n_val: int
     prev_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        if fmt == "voc":
-            _write_voc(out, counts, seed, size, str(year))
-        else:
-            _write_coco(out, counts, seed, size)
+        with _renderer(counts["train"] + counts["val"], workers) as render:
+            if fmt == "voc":
+                _write_voc(out, counts, seed, size, str(year), render)
+            else:
+                _write_coco(out, counts, seed, size, render)
     finally:
         cv2.setNumThreads(prev_threads)
     p = _params(fmt, n_train, n_val, seed, size, year)

@@ -23,6 +23,7 @@ from ..config import config_from_dict
 from ..loss import MultiBoxLoss
 from ..model import build_ssd, normalize
 from ..priors import priors_from_config
+from .ema import WeightEMA
 from .optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("ssd_ray.train")
@@ -93,12 +94,17 @@ class Meter:
                 "data_wait_fraction": self.data_wait / elapsed}
 
 
-def _restore(state: dict, model, optimizer, scheduler, scaler) -> tuple[int, Counters]:
+def _restore(state: dict, model, optimizer, scheduler, scaler, ema: WeightEMA | None) -> tuple[int, Counters]:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
+    if ema is not None:
+        if state.get("ema"):
+            ema.load_state_dict(state["ema"])
+        else:  # EMA switched on at resume: the average starts from the restored weights
+            ema.module.load_state_dict(state["model"])
     torch.set_rng_state(state["rng"]["torch"])
     counters = Counters(**state["counters"])
     return int(state["iteration"]), counters
@@ -141,12 +147,15 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     optimizer = build_optimizer(model, t)
     scheduler = build_scheduler(optimizer, t)
     scaler = torch.amp.GradScaler("cuda") if on_cuda and t.amp == "fp16" else None
+    ema = WeightEMA(model, t.ema_decay) if t.ema_decay > 0 else None
+    eval_model = ema.module if ema else model  # what is evaluated, kept as best and exported
 
     iteration, counters = 0, Counters()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            iteration, counters = _restore(ckpt_io.load(d, map_location=device), model, optimizer, scheduler, scaler)
+            iteration, counters = _restore(ckpt_io.load(d, map_location=device), model, optimizer, scheduler,
+                                           scaler, ema)
         if rank == 0:
             log.info("resumed at iteration %d (lr %.3g)", iteration, optimizer.param_groups[0]["lr"])
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
@@ -174,6 +183,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         state = {
             "iteration": iteration, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+            "ema": ema.state_dict() if ema else None,
             "rng": {"torch": torch.get_rng_state()}, "counters": counters.to_dict(),
             "config": loop_config["config"], "class_names": class_names,
             "normalization": ckpt_io.normalization_spec(),
@@ -192,7 +202,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         if val_ds is None:
             return {}
         t0 = time.perf_counter()
-        result, val_loss = run_validation(model, priors, val_ds, cfg, device, criterion, rank, world)
+        result, val_loss = run_validation(eval_model, priors, val_ds, cfg, device, criterion, rank, world)
         if rank != 0:
             return {}
         metrics = {"val_mAP": result.mAP_area, "val_mAP_07": result.mAP_07, "val_loss": val_loss}
@@ -205,7 +215,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
             if tracker:
                 with tempfile.TemporaryDirectory() as d:
                     path = os.path.join(d, "model.pt")
-                    ckpt_io.save(ckpt_io.model_state(model, loop_config["config"], class_names), path)
+                    ckpt_io.save(ckpt_io.model_state(eval_model, loop_config["config"], class_names), path)
                     tracker.artifact(path, "best")
         log.info("eval @ %d: mAP@0.5 %.4f (VOC07 %.4f) val_loss %.4f best %.4f @ %d (%.1fs)", iteration,
                  result.mAP_area or 0.0, result.mAP_07 or 0.0, val_loss, counters.best_map,
@@ -253,6 +263,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         finite = bool(torch.isfinite(grad_norm) & torch.isfinite(loss.detach()))  # one sync per step
         if finite:
             scaler.step(optimizer) if scaler else optimizer.step()
+            if ema:
+                ema.update(model)
             bad_in_a_row = 0
         else:
             counters.skipped_steps += 1
