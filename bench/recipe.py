@@ -8,7 +8,7 @@ pipeline does. `step img/s` times the training step only (normalise, match, forw
 backward, clip, step), the part that a recipe's model changes.
 
     python bench/recipe.py --config configs/shapes.yaml --images 24000 --every 6000 \
-        --set model.width=32 --set train.lr=0.01 [--threads 1] [--save model.pt]
+        --set model.width=32 --set train.lr=0.01 [--threads 1] [--ema 0.99,0.995] [--save model.pt]
 
 Runs are deterministic for a given config (seeded sampling and initialisation), so two recipes can
 run side by side (one thread each) and still compare point for point; their `step img/s` then
@@ -37,6 +37,7 @@ from ssd_ray.evaluate.run import score_detections  # noqa: E402
 from ssd_ray.loss import MultiBoxLoss  # noqa: E402
 from ssd_ray.model import build_ssd, normalize  # noqa: E402
 from ssd_ray.priors import priors_from_config  # noqa: E402
+from ssd_ray.train.ema import WeightEMA  # noqa: E402
 from ssd_ray.train.optim import build_optimizer, build_scheduler  # noqa: E402
 
 
@@ -73,8 +74,7 @@ def main(argv=None) -> None:
     optimizer, params = build_optimizer(model, t), list(model.parameters())
     scheduler = build_scheduler(optimizer, t)
     decays = [float(d) for d in args.ema.split(",") if d]
-    emas = [torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(d), use_buffers=True) for d in decays]
+    emas = [WeightEMA(model, d) for d in decays]
     augment = make_augmentation(cfg)
     images = [decode_image(r.path) for r in train.records]
     print(f"{cfg.name}: {sum(p.numel() for p in params) / 1e6:.2f}M parameters, {len(images)} train images, "
@@ -108,7 +108,7 @@ def main(argv=None) -> None:
         optimizer.step()
         scheduler.step()
         for ema in emas:
-            ema.update_parameters(model)
+            ema.update(model)
         step_time += time.perf_counter() - t0
         seen += b
         if seen >= next_eval or seen >= args.images:

@@ -214,6 +214,7 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
             tracker.finish("FAILED")
         raise
     ret = result.return_value or {}
+    log.info("training finished after %.0f s; writing the model file and curves", time.perf_counter() - t0)
     final_ckpt = latest_checkpoint(run_dir)
     model_file = None
     if final_ckpt:
