@@ -41,12 +41,14 @@ class WeightEMA:
         self.updates += 1
         weight = 1.0 - self.decay_at(self.updates)
         current = unwrap(model).state_dict()
+        averaged, latest = [], []
         for name, avg in self.module.state_dict().items():
-            new = current[name].detach()
             if avg.is_floating_point():
-                avg.lerp_(new, weight)
+                averaged.append(avg)
+                latest.append(current[name].detach())
             else:
-                avg.copy_(new)
+                avg.copy_(current[name])
+        torch._foreach_lerp_(averaged, latest, weight)  # one fused update (as torch's own EMA helpers do)
 
     def state_dict(self) -> dict:
         return {"model": self.module.state_dict(), "updates": self.updates, "decay": self.decay}
