@@ -115,7 +115,6 @@ def main(argv=None) -> None:
             next_eval += args.every
             mAP = evaluate(model, priors, val, cfg)
             ema_maps = "".join(f"  ema {d}: {evaluate(ema.module, priors, val, cfg):.3f}" for d, ema in zip(decays, emas))
-            model.train()
             print(f"{seen:7d} {seen // b:5d} {loss.item():7.3f} {mAP:8.3f} {seen / step_time:10.1f}{ema_maps}", flush=True)
     if args.save:
         torch.save(model.state_dict(), args.save)

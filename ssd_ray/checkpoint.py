@@ -64,8 +64,15 @@ def inference_weights(state: dict) -> dict:
 
 
 def model_state(model: nn.Module, config: dict, class_names: list[str]) -> dict:
+    """A model file's contents for a live model."""
     return {"format": MODEL_FORMAT, "model": unwrap(model).state_dict(), "config": config,
             "class_names": list(class_names), "normalization": normalization_spec()}
+
+
+def model_state_from_checkpoint(state: dict) -> dict:
+    """A model file's contents for a training checkpoint: its inference weights and metadata."""
+    return {"format": MODEL_FORMAT, "model": inference_weights(state), "config": state["config"],
+            "class_names": list(state["class_names"]), "normalization": state["normalization"]}
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):

@@ -220,8 +220,7 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
     if final_ckpt:
         state = ckpt_io.load(final_ckpt[1])
         model_file = out_dir / "model.pt"
-        ckpt_io.save({"format": ckpt_io.MODEL_FORMAT, "model": ckpt_io.inference_weights(state), "config": state["config"],
-                      "class_names": state["class_names"], "normalization": state["normalization"]}, model_file)
+        ckpt_io.save(ckpt_io.model_state_from_checkpoint(state), model_file)
     summary = TrainSummary(
         run_name=run_name, run_dir=str(run_dir), iterations=int(ret.get("iteration", 0)),
         wall_s=time.perf_counter() - t0, final=ret.get("final_eval", {}),
