@@ -2,27 +2,31 @@
 
 Meant for a GPU machine without network that has torch, torchvision, numpy, opencv-python-headless,
 pyyaml and pyarrow but no Ray, MLflow, pydantic or albumentations: it imports only
-`ssd_ray.{model,priors,boxes,loss,data.augment,data.shapes}` and reads `configs/voc300.yaml` with
+`ssd_ray.{model,priors,boxes,loss,data.augment,data.shapes,train.step,train.optim}` and reads `configs/voc300.yaml` with
 plain PyYAML (no `ssd_ray.config`). Run it through `bench/gpu_check.sh`; `--smoke` runs every section
 on the CPU with a tiny model in seconds (the test suite does that).
 
 Sections, in order:
   augment    decode + `SSDAugmentation` images/s on one CPU core (the per-core data ceiling)
-  pipeline   training images/s with the project's augmentation in torch DataLoader worker processes
-             (num_workers = available cores, pin_memory), batches copied to the GPU each step
   resident   training images/s on batches already on the GPU (model + matching + loss ceiling) and
-             peak GPU memory, per batch size, cudnn.benchmark off (as ssd_ray/train/loop.py runs) and on
-  split      one step cut into phases timed with CUDA events: forward, match_batch, MultiBoxLoss
-             forward+backward, network backward, optimizer; reports the loss's share of the step
-  correct    `--correct-iters` steps on a fixed set of augmented images: the loss must fall
-             (mean of the last 10% < `--fall` x mean of the first 10%) and stay finite, else exit 1
+             peak GPU memory, per batch size, eager and `torch.compile`d (`--compile both`, the
+             default), cudnn.benchmark on as ssd_ray/train/loop.py runs; the first compiled batch
+             size's section time includes compilation
+  pipeline   training images/s with the project's augmentation in torch DataLoader worker processes
+             (num_workers = available cores, pin_memory), batches copied to the GPU each step; the
+             compiled step when there is one
+  split      one eager step cut into phases timed with CUDA events: forward, match_batch,
+             MultiBoxLoss forward+backward, network backward, optimizer; reports the loss's share
+  correct    `--correct-iters` steps on a fixed set of augmented images, eager and compiled: the loss
+             must fall (mean of the last 10% < `--fall` x mean of the first 10%) and stay finite, else exit 1
 
 A section that raises is reported and skipped (exit 3 at the end); results go to `--json` after every
 section, so a run cut short by a timeout keeps what it measured. Exit 0: all sections ran and passed.
+The ratios printed at the end: compiled/eager (goal >= 1.3) and pipeline/compiled resident (>= 0.95).
 
-The training step mirrors `ssd_ray/train/loop.py` (normalise on the device, batched matching, bf16
-autocast, channels_last, MultiBoxLoss in float32, grad-norm + finiteness check = one host sync per
-step, SGD as configs/voc300.yaml) but is written out here because the loop module needs Ray.
+The training step is the library's own, `ssd_ray.train.step.TrainStep` (normalise on the device,
+batched matching, bf16 autocast, channels_last, MultiBoxLoss in float32, grad-norm + finiteness check
+= one host sync per step), with SGD as configs/voc300.yaml; `split` times that step's pieces.
 
 Source images: shapes images (ssd_ray.data.shapes.render_image) rendered at 448x448, JPEG-encoded
 once (quality 90); each sample is decoded and augmented afresh, as the Ray Data pipeline does.
@@ -37,7 +41,6 @@ import os
 import platform
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -55,11 +58,16 @@ from ssd_ray.data.shapes import render_image  # noqa: E402
 from ssd_ray.loss import MultiBoxLoss  # noqa: E402
 from ssd_ray.model import build_ssd, normalize  # noqa: E402
 from ssd_ray.priors import prior_boxes  # noqa: E402
+from ssd_ray.train.optim import build_optimizer  # noqa: E402
+from ssd_ray.train.step import StepSettings, TrainStep, autocast_dtype  # noqa: E402
 
 SOURCE_SIZE = 448  # about the pixel count of a 500x375 VOC image
 SOURCE_IMAGES = 64
 MAX_BOXES = 32  # padding width of ground truth per image (VOC images hold at most ~40 objects)
-GOAL_IMAGES_PER_S = 1500.0  # one H100, the pipeline section
+# Goals on one H100/H200 (issue 13), measured in the same run: compiled vs eager on resident batches,
+# and the augmentation-fed pipeline vs the compiled resident rate.
+GOAL_COMPILED_OVER_EAGER = 1.3
+GOAL_PIPELINE_OVER_RESIDENT = 0.95
 
 
 # ------------------------------------------------------------------------------------------ configs
@@ -145,65 +153,51 @@ def resident_batch(sources, size: int, batch: int, device, seed: int):
 
 # ------------------------------------------------------------------------------------------- training
 class Trainer:
-    """Model, optimiser and the training step of ssd_ray/train/loop.py on one device."""
+    """Model, optimiser and the library's training step (`ssd_ray.train.step.TrainStep`) on one device:
+    bf16 autocast + channels_last on CUDA (the config defaults), float32 on the CPU, as the loop runs."""
 
-    def __init__(self, model_cfg, priors_cfg, train_cfg: dict, device: torch.device, compile_model: bool):
+    def __init__(self, model_cfg, priors_cfg, train_cfg: dict, device: torch.device, compile_model: bool,
+                 grad_clip: float | None = None):
         self.device = device
         self.cuda = device.type == "cuda"
         torch.manual_seed(0)
         self.model = build_ssd(model_cfg, priors_cfg).to(device)
-        self.channels_last = self.cuda
-        if self.channels_last:
+        if self.cuda:
             self.model.to(memory_format=torch.channels_last)
-        self.net = self.model
-        if compile_model:
-            self.net = torch.compile(self.model)
         self.priors = make_priors(model_cfg, priors_cfg).to(device)
-        self.variance = tuple(priors_cfg.variance)
-        self.criterion = MultiBoxLoss(3.0)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(self.params, lr=float(train_cfg.get("lr", 1e-3)),
-                                         momentum=float(train_cfg.get("momentum", 0.9)),
-                                         weight_decay=float(train_cfg.get("weight_decay", 5e-4)))
+        self.optimizer = build_optimizer(self.model, SimpleNamespace(
+            optimizer="sgd", lr=float(train_cfg.get("lr", 1e-3)), momentum=float(train_cfg.get("momentum", 0.9)),
+            weight_decay=float(train_cfg.get("weight_decay", 5e-4)), no_bias_decay=False))
+        settings = StepSettings(overlap_thresh=0.5, variance=tuple(priors_cfg.variance), grad_clip=grad_clip,
+                                amp_dtype=autocast_dtype("bf16", device), channels_last=self.cuda,
+                                compile=compile_model)
+        self.train_step = TrainStep(self.model, self.priors, self.optimizer, settings, criterion=MultiBoxLoss(3.0))
 
-    def autocast(self):
-        # bf16 on CUDA (the config default train.amp: bf16); CPU runs float32, as the loop does.
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else nullcontext()
-
-    def step(self, images_u8, gt_boxes, gt_labels, clip: float = math.inf) -> torch.Tensor:
-        """One training step (gradient-norm clip at `clip`, the loop's train.grad_clip); returns the loss."""
-        images = normalize(images_u8, channels_last=self.channels_last)
-        loc_t, conf_t = match_batch(gt_boxes, gt_labels, self.priors, 0.5, self.variance)
-        with self.autocast():
-            loc, conf = self.net(images)
-        loss_l, loss_c = self.criterion(loc, conf, loc_t, conf_t)
-        loss = loss_l + loss_c
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
-        if bool(torch.isfinite(grad_norm) & torch.isfinite(loss.detach())):  # the loop's one sync per step
-            self.optimizer.step()
-        return loss.detach()
+    def step(self, images_u8, gt_boxes, gt_labels) -> torch.Tensor:
+        """One training step of the library; returns the loss (on the device)."""
+        return self.train_step(images_u8, gt_boxes, gt_labels).loss
 
     def split_step(self, images_u8, gt_boxes, gt_labels, timer) -> None:
-        """The same step cut at the network output so the loss's forward+backward is timed alone."""
+        """The same step's pieces, cut at the network output so the loss's forward+backward is timed alone."""
+        st = self.train_step
+        s = st.settings
         timer.mark("start")
-        images = normalize(images_u8, channels_last=self.channels_last)
-        with self.autocast():
-            loc, conf = self.net(images)
+        images = normalize(images_u8, channels_last=s.channels_last)
+        with st._autocast():
+            loc, conf = st.net(images)
         timer.mark("forward")
-        loc_t, conf_t = match_batch(gt_boxes, gt_labels, self.priors, 0.5, self.variance)
+        loc_t, conf_t = match_batch(gt_boxes, gt_labels, st.priors, s.overlap_thresh, s.variance)
         timer.mark("match")
         loc_d, conf_d = loc.detach().requires_grad_(), conf.detach().requires_grad_()
-        loss_l, loss_c = self.criterion(loc_d, conf_d, loc_t, conf_t)
+        loss_l, loss_c = st.criterion(loc_d, conf_d, loc_t, conf_t)
         (loss_l + loss_c).backward()
         timer.mark("loss")
-        self.optimizer.zero_grad(set_to_none=True)
+        st.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward([loc, conf], [loc_d.grad, conf_d.grad])
         timer.mark("backward")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, math.inf)
+        grad_norm = torch.nn.utils.clip_grad_norm_(st.params, math.inf)
         if bool(torch.isfinite(grad_norm)):
-            self.optimizer.step()
+            st.optimizer.step()
         timer.mark("optimizer")
 
 
@@ -230,6 +224,20 @@ class PhaseTimer:
             out[name] = a.elapsed_time(b) if self.cuda else (b - a) * 1000.0
         self.marks.clear()
         return out
+
+
+def ratios(results: dict, batch: int) -> dict[str, tuple[float, float]]:
+    """(value, goal) of the check's ratios that this run measured, at the pipeline's batch size."""
+    resident = {r["compiled"]: r["images_per_s"] for r in results.get("resident", [])
+                if r.get("batch") == batch and not r.get("oom")}
+    out = {}
+    if False in resident and True in resident:
+        out["compiled/eager (resident)"] = (resident[True] / resident[False], GOAL_COMPILED_OVER_EAGER)
+    pipe = results.get("pipeline")
+    if pipe and pipe.get("compiled") in resident:
+        out["pipeline/resident (same step)"] = (pipe["steady_images_per_s"] / resident[pipe["compiled"]],
+                                                GOAL_PIPELINE_OVER_RESIDENT)
+    return out
 
 
 def rate(x: float) -> str:
@@ -330,13 +338,12 @@ def bench_split(tr: Trainer, sources, size: int, batch: int, iters: int, warmup:
     return {"phases_ms": ms, "step_ms": step, "loss_share": loss_ms / step, "batch": batch, "peak_mem_gib": peak}
 
 
-def run_correctness(tr: Trainer, sources, size: int, batch: int, iters: int, fall: float,
-                    warmup: int, clip: float) -> dict:
+def run_correctness(tr: Trainer, sources, size: int, batch: int, iters: int, fall: float, warmup: int) -> dict:
     """Train on 2 fixed batches (alternating) for `iters` steps; the loss must fall and stay finite.
 
     The VGG16 here starts from random weights (no ImageNet file on the GPU box), so the run uses what
     the config offers for that: a linear warm-up from 0.1x lr over `warmup` steps and gradient-norm
-    clipping at `clip` (train.warmup_iters / train.grad_clip).
+    clipping (the trainer's `grad_clip`; train.warmup_iters / train.grad_clip).
     """
     batches = [resident_batch(sources, size, batch, tr.device, seed=10 + j) for j in range(2)]
     base_lr = tr.optimizer.param_groups[0]["lr"]
@@ -344,7 +351,7 @@ def run_correctness(tr: Trainer, sources, size: int, batch: int, iters: int, fal
     for k in range(iters):
         for g in tr.optimizer.param_groups:
             g["lr"] = base_lr * (0.1 + 0.9 * min(1.0, k / warmup)) if warmup else base_lr
-        losses.append(tr.step(*batches[k % 2], clip=clip))
+        losses.append(tr.step(*batches[k % 2]))
     values = torch.stack(losses).float().cpu().numpy()
     w = max(2, iters // 10)
     first, last = float(values[:w].mean()), float(values[-w:].mean())
@@ -379,14 +386,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fall", type=float, default=0.7, help="required last/first loss ratio in `correct`")
     p.add_argument("--correct-warmup", type=int, default=20, help="linear lr warm-up steps in `correct`")
     p.add_argument("--correct-clip", type=float, default=10.0, help="gradient-norm clip in `correct`")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network (needs a working Triton)")
+    p.add_argument("--compile", choices=["off", "on", "both"], default="both",
+                   help="torch.compile the step's network: both = eager and compiled measured in the same run "
+                        "(the pipeline section then feeds the compiled step)")
     p.add_argument("--sections", default="augment,pipeline,resident,split,correct")
     p.add_argument("--json", help="write the results here as JSON")
     p.add_argument("--smoke", action="store_true",
                    help="CPU, tiny model, 2 iterations per section: checks that every code path runs")
     if p.parse_args(argv).smoke:  # smoke defaults; options given explicitly still win
         p.set_defaults(device="cpu", arch="tiny", batch=4, resident_batches="4", iters=2, pipeline_iters=4, warmup=1,
-                       correct_iters=40, correct_batch=4, correct_warmup=4, workers=1)
+                       correct_iters=40, correct_batch=4, correct_warmup=4, workers=1, compile="off")
     args = p.parse_args(argv)
     if args.workers is None:
         args.workers = available_cores()
@@ -439,8 +448,14 @@ def main(argv=None) -> int:
           f"{results['device']}, torch {torch.__version__}, {results['cores']} cores, compile={args.compile}")
     t_all = time.perf_counter()
     sources = make_sources(SOURCE_IMAGES if not args.smoke else 8, seed=0)
-    tr = Trainer(model_cfg, priors_cfg, train_cfg, device, args.compile)
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    trainers = {c: Trainer(model_cfg, priors_cfg, train_cfg, device, c) for c in modes}
+    tr = trainers[modes[-1]]  # the pipeline section feeds the compiled step when there is one
     results["parameters_M"] = sum(p.numel() for p in tr.model.parameters()) / 1e6
+    torch.backends.cudnn.benchmark = True  # as ssd_ray/train/loop.py runs on CUDA
+
+    def label(compiled: bool) -> str:
+        return "compiled" if compiled else "eager"
 
     def augment():
         per_core = bench_augment(sources, size, 32 if args.smoke else 400)
@@ -448,63 +463,66 @@ def main(argv=None) -> int:
         print(f"[augment]  decode+SSDAugmentation on 1 core: {rate(per_core)} img/s "
               f"(x {results['cores']} cores = {rate(per_core * results['cores'])} img/s ceiling)")
 
-    def pipeline():
-        r = bench_pipeline(tr, sources, size, args.batch, args.pipeline_iters, args.warmup, args.workers)
-        results["pipeline"] = r
-        print(f"[pipeline] batch {r['batch']}, {r['workers']} DataLoader workers, {r['iters']} iterations: "
-              f"{rate(r['images_per_s'])} img/s, second half {rate(r['steady_images_per_s'])} img/s "
-              f"(waiting for data {100 * r['data_wait_fraction']:.0f}% of the time)")
-
     def resident():
         results["resident"] = []
-        modes = [False, True] if device.type == "cuda" else [False]
         for batch in [int(b) for b in args.resident_batches.split(",") if b.strip()]:
-            for bench_mode in modes:
-                torch.backends.cudnn.benchmark = bench_mode
+            for compiled, trainer in trainers.items():
+                t0 = time.perf_counter()
                 try:
-                    r = bench_resident(tr, sources, size, batch, args.iters, args.warmup)
+                    r = bench_resident(trainer, sources, size, batch, args.iters, args.warmup)
                 except torch.cuda.OutOfMemoryError:
                     r = {"batch": batch, "oom": True}
-                    tr.optimizer.zero_grad(set_to_none=True)
+                    trainer.optimizer.zero_grad(set_to_none=True)
                     torch.cuda.empty_cache()
-                r["cudnn_benchmark"] = bench_mode
+                r["compiled"] = compiled
+                r["section_s"] = time.perf_counter() - t0  # the first batch size includes compilation
                 results["resident"].append(r)
                 if r.get("oom"):
-                    print(f"[resident] batch {batch}, cudnn.benchmark={bench_mode}: out of memory")
+                    print(f"[resident] batch {batch}, {label(compiled)}: out of memory")
                 else:
                     mem = f", peak {r['peak_mem_gib']:.1f} GiB" if r["peak_mem_gib"] is not None else ""
-                    print(f"[resident] batch {batch}, cudnn.benchmark={bench_mode}: {rate(r['images_per_s'])} img/s "
-                          f"({r['step_ms']:.1f} ms/step{mem})")
-        torch.backends.cudnn.benchmark = False
+                    print(f"[resident] batch {batch}, {label(compiled)}: {rate(r['images_per_s'])} img/s "
+                          f"({r['step_ms']:.1f} ms/step{mem}; section {r['section_s']:.0f} s)")
+
+    def pipeline():
+        r = bench_pipeline(tr, sources, size, args.batch, args.pipeline_iters, args.warmup, args.workers)
+        r["compiled"] = modes[-1]
+        results["pipeline"] = r
+        print(f"[pipeline] batch {r['batch']}, {label(r['compiled'])} step, {r['workers']} DataLoader workers, "
+              f"{r['iters']} iterations: {rate(r['images_per_s'])} img/s, second half "
+              f"{rate(r['steady_images_per_s'])} img/s (waiting for data {100 * r['data_wait_fraction']:.0f}% of the time)")
 
     def split():
-        r = bench_split(tr, sources, size, args.batch, max(3, args.iters // 4), args.warmup)
+        r = bench_split(trainers[False] if False in trainers else tr, sources, size, args.batch,
+                        max(3, args.iters // 4), args.warmup)
         results["split"] = r
         phases = "  ".join(f"{k} {v:.1f}" for k, v in r["phases_ms"].items())
         print(f"[split]    batch {r['batch']} ms: {phases}  (step {r['step_ms']:.1f}); "
               f"match+loss fwd/bwd = {100 * r['loss_share']:.1f}% of the step")
 
     def correct():
-        # A fresh model: the measurements above trained the other one on repeated batches.
-        fresh = Trainer(model_cfg, priors_cfg, train_cfg, device, compile_model=False)
-        r = run_correctness(fresh, sources, size, args.correct_batch, args.correct_iters, args.fall,
-                            args.correct_warmup, args.correct_clip)
-        results["correct"] = r
-        print(f"[correct]  {r['iters']} iterations, batch {r['batch']}: loss {r['loss_first']:.3f} -> "
-              f"{r['loss_last']:.3f} (ratio {r['ratio']:.2f}, needs < {r['required_ratio']}): "
-              f"{'OK' if r['ok'] else 'FAILED'}")
-        print(f"           curve {r['curve']}")
+        results["correct"] = {}
+        for compiled in modes:
+            # A fresh model: the measurements above trained the others on repeated batches.
+            fresh = Trainer(model_cfg, priors_cfg, train_cfg, device, compiled, grad_clip=args.correct_clip)
+            r = run_correctness(fresh, sources, size, args.correct_batch, args.correct_iters, args.fall,
+                                args.correct_warmup)
+            results["correct"][label(compiled)] = r
+            print(f"[correct]  {label(compiled)}: {r['iters']} iterations, batch {r['batch']}: loss "
+                  f"{r['loss_first']:.3f} -> {r['loss_last']:.3f} (ratio {r['ratio']:.2f}, needs < "
+                  f"{r['required_ratio']}): {'OK' if r['ok'] else 'FAILED'}")
+            print(f"           curve {r['curve']}")
 
-    for name, fn in (("augment", augment), ("pipeline", pipeline), ("resident", resident), ("split", split),
+    for name, fn in (("augment", augment), ("resident", resident), ("pipeline", pipeline), ("split", split),
                      ("correct", correct)):
         section(name, fn)
 
     results["wall_s"] = time.perf_counter() - t_all
-    if "pipeline" in results and device.type == "cuda" and args.arch == "voc300":
-        met = results["pipeline"]["steady_images_per_s"] >= GOAL_IMAGES_PER_S
-        results["goal_met"] = met
-        print(f"goal >= {GOAL_IMAGES_PER_S:.0f} img/s with augmentation: {'met' if met else 'NOT met'}")
-    correct_failed = "correct" in sections and not results.get("correct", {}).get("ok", False)
+    results["ratios"] = ratios(results, int(args.batch))
+    for name, (value, goal) in results["ratios"].items():
+        print(f"ratio {name}: {value:.2f} (goal >= {goal}): {'met' if value >= goal else 'NOT met'}")
+    correct = results.get("correct", {})
+    correct_failed = "correct" in sections and not (correct and all(r["ok"] for r in correct.values()))
     status = 1 if correct_failed else 3 if results["errors"] else 0
     save()
     errors = f" (errors in: {', '.join(sorted(results['errors']))})" if results["errors"] else ""

@@ -12,11 +12,17 @@ Two kinds of file, both plain dicts of tensors and Python values (no pickled mod
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from .postprocess import DetectArgs
+
+if TYPE_CHECKING:
+    from .config import Config
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FORMAT = "ssd-ray/model/1"
@@ -75,12 +81,39 @@ def model_state_from_checkpoint(state: dict) -> dict:
             "class_names": list(state["class_names"]), "normalization": state["normalization"]}
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild a trained SSD from a model file or a training checkpoint.
+@dataclass
+class LoadedModel:
+    """A model file or checkpoint rebuilt for inference: the one object every consumer takes.
 
-    Returns `(model in eval mode on device, priors [P,4] cxcywh on device, state dict)`; the state
-    holds `config` (dict), `class_names` and `normalization`.
+    `Predictor`, export, the evaluation actors and `pipelines.evaluate` read the network, its input
+    size, classes, normalisation and post-processing from here rather than from the raw state.
     """
+
+    model: nn.Module  # eval mode, on the device it was loaded to
+    priors: torch.Tensor  # [P,4] cxcywh relative, same device
+    config: "Config"  # the configuration the weights were trained with (model.pretrained cleared)
+    class_names: list[str]  # foreground classes; model label l is class_names[l - 1]
+    normalization: dict  # how inputs are prepared (`normalization_spec()` for ssd-ray's own models)
+    detect_args: DetectArgs  # the model's post-processing (thresholds + its box variance)
+    source: str  # the file it came from
+
+    @property
+    def image_size(self) -> int:
+        """Square input side `model.min_dim` the network was trained at."""
+        return int(self.config.model.min_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return self.priors.device
+
+    def detect_args_for(self, postprocess) -> DetectArgs:
+        """This model's decoding with another config's thresholds (evaluation configs); the box
+        variance stays the model's own, since it is a property of the weights."""
+        return DetectArgs.from_config(postprocess, self.detect_args.variance)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild a trained SSD from a model file or a training checkpoint (file or folder)."""
     from .config import config_from_dict
     from .model import build_ssd
     from .priors import priors_from_config
@@ -94,7 +127,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     model = build_ssd(cfg.model, cfg.priors)
     model.load_state_dict(inference_weights(state))
     model.to(device).eval()
-    return model, priors_from_config(cfg.model, cfg.priors).to(device), state
+    return LoadedModel(
+        model=model, priors=priors_from_config(cfg.model, cfg.priors).to(device), config=cfg,
+        class_names=list(state["class_names"]), normalization=dict(state.get("normalization") or normalization_spec()),
+        detect_args=DetectArgs.from_config(cfg.postprocess, cfg.priors.variance), source=str(path))
 
 
 def load_weights_for_finetune(model: nn.Module, path: str | os.PathLike) -> list[str]:

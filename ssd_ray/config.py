@@ -180,6 +180,10 @@ class TrainConfig(_Section):
     amp: Literal["bf16", "fp16", "none"] = "bf16"  # CUDA only; CPU always runs float32
     # NHWC activations: faster convs with cuDNN and with oneDNN on CPU (1.3x for the light model on 2 cores)
     channels_last: bool = True
+    # torch.compile the network inside the training step (ssd_ray/train/step.py); the first steps
+    # compile (logged, kept out of img/s). Pays on GPUs (1.38x on one H200); see docs/benchmarks.md for CPU.
+    compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     max_bad_steps: int = Field(10, ge=1)  # consecutive non-finite losses before the run stops
     eval_batch_size: int = Field(32, ge=1)
     # Reproducible data order (Ray Data preserve_order): exact resume on one worker, a little slower.

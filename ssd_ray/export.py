@@ -47,11 +47,9 @@ def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike,
     Weights are embedded in the .onnx file (no external data file).
     """
     from ssd_ray.checkpoint import load_model
-    from ssd_ray.config import config_from_dict
 
-    model, priors, state = load_model(checkpoint_path, "cpu")
-    cfg = config_from_dict(state["config"], source=str(checkpoint_path))
-    size = int(cfg.model.min_dim)
+    m = load_model(checkpoint_path, "cpu")
+    model, priors, cfg, size = m.model, m.priors, m.config, m.image_size
     opset = DEFAULT_OPSET if opset is None else int(opset)
     paths = sidecar_paths(out_path)
     Path(paths["onnx"]).parent.mkdir(parents=True, exist_ok=True)
@@ -63,12 +61,12 @@ def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike,
         external_data=False, verbose=False)
     np.save(paths["priors"], priors.cpu().numpy().astype(np.float32))
 
-    norm = state.get("normalization") or {}
+    norm = m.normalization
     meta = {
         "format": META_FORMAT,
         "source_checkpoint": str(Path(checkpoint_path).resolve()),
         "opset": opset,
-        "class_names": list(state["class_names"]),
+        "class_names": list(m.class_names),
         "num_classes": int(cfg.model.num_classes),
         "input": {"name": "images", "dtype": "float32", "shape": ["batch", 3, size, size], "layout": "NCHW",
                   "image_size": size, "normalization": norm,
@@ -76,8 +74,8 @@ def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike,
         "outputs": {"loc": ["batch", int(priors.shape[0]), 4], "conf": ["batch", int(priors.shape[0]),
                                                                       int(cfg.model.num_classes)]},
         "priors": {"file": os.path.basename(paths["priors"]), "shape": list(priors.shape), "format": "cxcywh, relative"},
-        "variance": list(cfg.priors.variance),
-        "postprocess": cfg.postprocess.model_dump(),
+        "variance": list(m.detect_args.variance),
+        "postprocess": {k: v for k, v in m.detect_args.kwargs().items() if k != "variance"},
         "postprocessing": "ssd_ray.postprocess.detect(loc, conf, priors, variance=variance, **postprocess): "
                           "softmax, decode, per-class threshold, NMS, top-k -> relative xyxy boxes, "
                           "labels 1..C-1 (class_names[label - 1])",

@@ -6,11 +6,45 @@ Shared by evaluation, prediction and export consumers, so every path scores the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torchvision.ops import batched_nms
 
 from .boxes import decode
+
+
+@dataclass(frozen=True)
+class DetectArgs:
+    """Everything `detect` needs besides the network outputs and priors: a model's post-processing.
+
+    `variance` belongs to the weights (the offsets were trained to be encoded with it); the
+    thresholds come from the `postprocess` config section. Built in one place (`from_config`) and
+    carried by `ssd_ray.checkpoint.LoadedModel`, so prediction, evaluation, validation and export all
+    decode the same way.
+    """
+
+    conf_thresh: float = 0.01
+    nms_thresh: float = 0.45
+    top_k: int = 200  # detections per image
+    nms_top_k: int = 200  # candidates per class before NMS
+    variance: tuple[float, float] = (0.1, 0.2)
+
+    @classmethod
+    def from_config(cls, postprocess, variance: Sequence[float]) -> "DetectArgs":
+        """From a `PostprocessConfig` and the priors' `variance` (of the weights being decoded)."""
+        return cls(conf_thresh=float(postprocess.conf_thresh), nms_thresh=float(postprocess.nms_thresh),
+                   top_k=int(postprocess.top_k), nms_top_k=int(postprocess.nms_top_k),
+                   variance=(float(variance[0]), float(variance[1])))
+
+    def replace(self, **changes) -> "DetectArgs":
+        return replace(self, **changes)
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of `detect` (JSON-safe: also the export metadata's `postprocess`)."""
+        d = asdict(self)
+        d["variance"] = list(self.variance)
+        return d
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ssd_ray.data.augment import EvalTransform, decode_image
+from ssd_ray.postprocess import DetectArgs
 
 @dataclass
 class PathResult:
@@ -38,9 +39,10 @@ class Predictor:
     """Callable: images -> one detection dict per image (see the module docstring for the format)."""
 
     def __init__(self, model: torch.nn.Module, priors: torch.Tensor, class_names: Sequence[str], image_size: int,
-                 postprocess, variance: Sequence[float] = (0.1, 0.2), device: str | torch.device = "cpu",
+                 detect_args: DetectArgs | None = None, device: str | torch.device = "cpu",
                  score_thresh: float = 0.5, batch_size: int = 16):
-        """model: SSD in eval mode on `device`; priors: `[P,4]` cxcywh; postprocess: a `PostprocessConfig`."""
+        """model: SSD in eval mode on `device`; priors: `[P,4]` cxcywh; detect_args: the model's
+        post-processing (`LoadedModel.detect_args`; default `DetectArgs()`)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= score_thresh < 1.0:
@@ -50,8 +52,7 @@ class Predictor:
         self.priors = torch.as_tensor(priors, dtype=torch.float32, device=self.device)
         self.class_names = list(class_names)
         self.image_size = int(image_size)
-        self.postprocess = postprocess
-        self.variance = tuple(float(v) for v in variance)
+        self.detect_args = detect_args or DetectArgs()
         self.score_thresh = float(score_thresh)
         self.batch_size = int(batch_size)
         self._resize = EvalTransform(self.image_size)
@@ -61,12 +62,9 @@ class Predictor:
                         batch_size: int = 16) -> "Predictor":
         """A model file (`outputs/model.pt`) or a training checkpoint (file or `checkpoint_*` folder)."""
         from ssd_ray.checkpoint import load_model
-        from ssd_ray.config import config_from_dict
 
-        model, priors, state = load_model(path, device)
-        cfg = config_from_dict(state["config"], source=str(path))
-        return cls(model, priors, state["class_names"], cfg.model.min_dim, cfg.postprocess, cfg.priors.variance,
-                   device, score_thresh, batch_size)
+        m = load_model(path, device)
+        return cls(m.model, m.priors, m.class_names, m.image_size, m.detect_args, device, score_thresh, batch_size)
 
     # ------------------------------------------------------------------------------------ inference
     def _as_image(self, item, index: int) -> np.ndarray:
@@ -84,18 +82,16 @@ class Predictor:
         from ssd_ray.model import normalize
         from ssd_ray.postprocess import detect
 
-        p = self.postprocess
         # Detections score > score_thresh (and > the checkpoint's conf_thresh). Thresholding before NMS
         # keeps exactly what thresholding after it would: a box below the threshold can only suppress
         # boxes that score lower still.
-        conf_thresh = max(p.conf_thresh, self.score_thresh)
+        args = self.detect_args.replace(conf_thresh=max(self.detect_args.conf_thresh, self.score_thresh)).kwargs()
         out: list[dict] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
             x = np.stack([self._resize(img) for img in chunk])
             loc, conf = self.model(normalize(torch.from_numpy(x).to(self.device)))
-            dets = detect(loc, conf, self.priors, conf_thresh=conf_thresh, nms_thresh=p.nms_thresh, top_k=p.top_k,
-                          nms_top_k=p.nms_top_k, variance=self.variance)
+            dets = detect(loc, conf, self.priors, **args)
             for img, det in zip(chunk, dets):
                 h, w = img.shape[:2]
                 scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=det["boxes"].device)
@@ -147,6 +143,5 @@ class Predictor:
 
     def meta(self) -> dict:
         """Class names, input size and post-processing settings this predictor applies."""
-        p = self.postprocess
         return {"class_names": self.class_names, "image_size": self.image_size, "score_thresh": self.score_thresh,
-                "conf_thresh": p.conf_thresh, "nms_thresh": p.nms_thresh, "top_k": p.top_k, "nms_top_k": p.nms_top_k}
+                **self.detect_args.kwargs()}

@@ -184,7 +184,7 @@ def test_gpu_check_smoke_runs_every_section_without_ray_mlflow_pydantic(tmp_path
     # One process (torch imports are slow here): the GPU box's imports, then the smoke run.
     out = tmp_path / "gpu_check.json"
     r = _run_blocked("import ssd_ray.model, ssd_ray.loss, ssd_ray.boxes, ssd_ray.priors, ssd_ray.postprocess, "
-                     "ssd_ray.data.augment, ssd_ray.data.shapes\n"
+                     "ssd_ray.data.augment, ssd_ray.data.shapes, ssd_ray.train.step, ssd_ray.train.optim\n"
                      "try:\n    import ray\nexcept ImportError:\n    print('ray blocked')\n"
                      "import runpy\nsys.argv = ['gpu_check.py'] + sys.argv[1:]\n"
                      "runpy.run_path('bench/gpu_check.py', run_name='__main__')\n",
@@ -197,7 +197,8 @@ def test_gpu_check_smoke_runs_every_section_without_ray_mlflow_pydantic(tmp_path
     assert res["pipeline"]["images_per_s"] > 0 and res["resident"][0]["images_per_s"] > 0
     assert set(res["split"]["phases_ms"]) == {"forward", "match", "loss", "backward", "optimizer"}
     assert 0.0 < res["split"]["loss_share"] < 1.0
-    assert res["correct"]["ok"] and res["correct"]["loss_last"] < res["correct"]["loss_first"]
+    eager = res["correct"]["eager"]  # --smoke measures the eager step only (compiling costs minutes on CPU)
+    assert eager["ok"] and eager["loss_last"] < eager["loss_first"]
     assert "PASS" in r.stdout
 
 

@@ -27,10 +27,8 @@ def setup(tmp_path_factory):
 def _reference(cfg, ds, ckpt):
     from ssd_ray.checkpoint import load_model
 
-    model, priors, _ = load_model(ckpt)
-    p = cfg.postprocess
-    return evaluate_model(model, priors, ds, 96, batch_size=3, conf_thresh=p.conf_thresh, nms_thresh=p.nms_thresh,
-                          top_k=p.top_k, nms_top_k=p.nms_top_k)
+    m = load_model(ckpt)
+    return evaluate_model(m.model, m.priors, ds, 96, batch_size=3, detect_args=m.detect_args_for(cfg.postprocess))
 
 
 def test_source_blocks_hold_whole_batches():
@@ -113,7 +111,7 @@ def test_two_ray_workers_equal_in_process(setup, tmp_path):
 
 # ------------------------------------------------------- the train workers' path (periodic evaluation)
 def test_shard_indices_stride_over_ranks():
-    from ssd_ray.evaluate.distributed import shard_indices
+    from ssd_ray.evaluate.gather import shard_indices
 
     # 7 images on 3 ranks: rank 0 -> 0, 3, 6; rank 1 -> 1, 4; rank 2 -> 2, 5 (sizes differ by <= 1).
     assert [shard_indices(7, r, 3).tolist() for r in range(3)] == [[0, 3, 6], [1, 4], [2, 5]]
@@ -124,7 +122,7 @@ def test_shard_indices_stride_over_ranks():
 
 def test_assemble_detections_restores_order_and_refuses_gaps():
     from ssd_ray.data.records import ImageRecord
-    from ssd_ray.evaluate.distributed import assemble_detections
+    from ssd_ray.evaluate.gather import assemble_detections
 
     recs = [ImageRecord(f"im{i}", f"/x/{i}.jpg", 10, 10, np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
                         np.zeros(0, bool)) for i in range(3)]
@@ -139,7 +137,11 @@ def test_assemble_detections_restores_order_and_refuses_gaps():
 
 
 def _validate_on_rank(rank, world, port, cfg_dict, root, ckpt, out_dir):
-    """One gloo rank of `run_validation`; rank 0 writes its result for the parent to compare."""
+    """One gloo rank of `run_validation`; rank 0 writes its result for the parent to compare.
+
+    Rank 1 starts with BatchNorm statistics of its own (as after DDP steps on other batches, or a
+    per-rank EMA) and channels_last weights: validation must still predict with rank 0's network.
+    """
     import pickle
 
     import torch
@@ -153,8 +155,15 @@ def _validate_on_rank(rank, world, port, cfg_dict, root, ckpt, out_dir):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         cfg = config_from_dict(cfg_dict)
-        model, priors, _ = load_model(ckpt)
-        result, val_loss = run_validation(model, priors, load_split(cfg.data, "val"), cfg, "cpu",
+        m = load_model(ckpt)
+        m.model.to(memory_format=torch.channels_last)
+        if rank == 1:
+            with torch.no_grad():
+                for mod in m.model.modules():
+                    if isinstance(mod, torch.nn.BatchNorm2d):
+                        mod.running_mean.add_(0.5)
+                        mod.running_var.mul_(3.0)
+        result, val_loss = run_validation(m.model, m.priors, load_split(cfg.data, "val"), cfg, "cpu",
                                           MultiBoxLoss(3), rank, world)
         with open(f"{out_dir}/rank{rank}.pkl", "wb") as f:
             pickle.dump((None if result is None else result.to_json(), val_loss), f)
@@ -164,7 +173,8 @@ def _validate_on_rank(rank, world, port, cfg_dict, root, ckpt, out_dir):
 
 def test_validation_split_over_two_ranks_equals_one_rank(setup, tmp_path):
     """Training's periodic evaluation on 2 gloo ranks (each predicts half, rank 0 scores all) gives
-    the single-rank mAP exactly and the same val loss; rank 1 gets the loss but no result."""
+    the single-rank mAP exactly and the same val loss; rank 1 gets the loss but no result. Rank 1's
+    diverged BatchNorm statistics are replaced by rank 0's before predicting."""
     import pickle
     import socket
 
@@ -175,8 +185,8 @@ def test_validation_split_over_two_ranks_equals_one_rank(setup, tmp_path):
     from ssd_ray.train.validation import run_validation
 
     cfg, ds, ckpt = setup
-    model, priors, _ = load_model(ckpt)
-    ref, ref_loss = run_validation(model, priors, ds, cfg, "cpu", MultiBoxLoss(3))
+    m = load_model(ckpt)
+    ref, ref_loss = run_validation(m.model, m.priors, ds, cfg, "cpu", MultiBoxLoss(3))
     assert ref.num_images == 8 and ref_loss > 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -27,6 +27,8 @@ from ssd_ray.evaluate import (
     voc_eval,
 )
 
+from ssd_ray.postprocess import DetectArgs
+
 REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
 
 
@@ -338,7 +340,7 @@ def test_evaluate_model_perfect_detections(colour_dataset, perfect_detector):
     model = ColourModel(32).train()
     priors = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
     result = evaluate_model(model, priors, colour_dataset, image_size=32, batch_size=2,
-                            conf_thresh=0.02, nms_thresh=0.4, top_k=50, nms_top_k=60)
+                            detect_args=DetectArgs(conf_thresh=0.02, nms_thresh=0.4, top_k=50, nms_top_k=60))
     # batches of 2 + 1, thresholds passed through, model run in eval mode and put back to train.
     assert perfect_detector == [(2, 0.02, 0.4, 50, 60), (1, 0.02, 0.4, 50, 60)]
     assert model.seen_training == [False, False] and model.training

@@ -35,11 +35,12 @@ def test_sidecar_names():
 
 def test_files_and_meta(exported):
     ckpt, paths = exported
-    model, priors, state = load_model(ckpt)
+    m = load_model(ckpt)
+    priors = m.priors
     assert sorted(paths) == ["meta", "onnx", "priors"]
     np.testing.assert_array_equal(np.load(paths["priors"]), priors.numpy())  # [772,4] cxcywh
     meta = json.loads(open(paths["meta"]).read())
-    assert meta["class_names"] == state["class_names"] and meta["num_classes"] == C
+    assert meta["class_names"] == m.class_names and meta["num_classes"] == C
     assert meta["input"]["shape"] == ["batch", 3, 96, 96] and meta["input"]["image_size"] == 96
     assert meta["input"]["normalization"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
     assert meta["variance"] == [0.1, 0.2]
@@ -50,7 +51,8 @@ def test_files_and_meta(exported):
 
 def test_onnxruntime_matches_torch_and_detections_agree(exported):
     ckpt, paths = exported
-    model, priors, state = load_model(ckpt)
+    m = load_model(ckpt)
+    model, priors = m.model, m.priors
     sess = ort.InferenceSession(paths["onnx"], providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["images"]
     assert [o.name for o in sess.get_outputs()] == ["loc", "conf"]

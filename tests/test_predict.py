@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from ssd_ray.checkpoint import model_state, save
-from ssd_ray.config import PostprocessConfig, config_from_dict, config_to_dict
+from ssd_ray.config import config_from_dict, config_to_dict
 from ssd_ray.data.shapes import SHAPE_CLASSES
 from ssd_ray.evaluate.visualize import detection_grid, draw_detections
 from ssd_ray.model import build_ssd
+from ssd_ray.postprocess import DetectArgs
 from ssd_ray.predict import Predictor
 
 
@@ -80,8 +81,8 @@ def test_predictor_hand_worked_pixel_boxes():
     # 3 classes (background, a, b). Prior 0: class a with logit 5 -> softmax [1, e^5, 1]/(e^5+2) = 0.98670.
     # Prior 1: class b with logit 3 -> e^3/(e^3+2) = 0.90940. Other scores <= 0.05, below the threshold.
     conf = torch.tensor([[[0.0, 5.0, 0.0], [0.0, 0.0, 3.0]]])
-    pp = PostprocessConfig(conf_thresh=0.01, nms_thresh=0.45, top_k=10, nms_top_k=10)
-    pred = Predictor(_FixedOutputs(loc, conf), priors, ["a", "b"], image_size=32, postprocess=pp, score_thresh=0.5)
+    args = DetectArgs(conf_thresh=0.01, nms_thresh=0.45, top_k=10, nms_top_k=10)
+    pred = Predictor(_FixedOutputs(loc, conf), priors, ["a", "b"], image_size=32, detect_args=args, score_thresh=0.5)
     [det] = pred(_image(100, 200))  # H=100, W=200
     assert det["boxes"].dtype == np.float32 and det["boxes"].shape == (2, 4)
     assert det["scores"].dtype == np.float32 and det["labels"].dtype == np.int64
@@ -130,10 +131,11 @@ def test_predictor_matches_predict_records(checkpoint, tmp_path):
 
     path = tmp_path / "a.png"  # PNG: lossless, both read identical pixels
     cv2.imwrite(str(path), _image(70, 130, 5))
-    model, priors, _ = load_model(checkpoint)
+    m = load_model(checkpoint)
     rec = ImageRecord("a", str(path), 130, 70, np.zeros((0, 4)), np.zeros(0), np.zeros(0))
     # The checkpoint's post-processing settings (tiny_config) with its conf_thresh 0.05.
-    [ref] = predict_records(model, priors, [rec], 96, conf_thresh=0.05, nms_thresh=0.45, top_k=20, nms_top_k=50)
+    assert m.detect_args == DetectArgs(conf_thresh=0.05, nms_thresh=0.45, top_k=20, nms_top_k=50)
+    [ref] = predict_records(m.model, m.priors, [rec], 96, detect_args=m.detect_args)
     assert len(ref["scores"]) == 20
     # A threshold halfway between the 10th and 11th score keeps exactly the first 10.
     thresh = float(ref["scores"][9] + ref["scores"][10]) / 2

@@ -85,8 +85,8 @@ def test_two_workers_checkpoint_mlflow_and_nan_skip(ray_local, shapes_root, tmp_
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "curves.png", "final", "eval", "best"} <= artifacts
     # The model file loads with weights_only and rebuilds the network.
-    model, priors, meta = ckpt_io.load_model(summary.model_file)
-    assert priors.shape[0] == sum(f * f * 4 for f in (8, 4, 2, 1)) and meta["class_names"][0] == "circle"
+    loaded = ckpt_io.load_model(summary.model_file)
+    assert loaded.priors.shape[0] == sum(f * f * 4 for f in (8, 4, 2, 1)) and loaded.class_names[0] == "circle"
 
 
 def test_resume_is_bit_identical_on_one_worker(ray_local, shapes_root, tmp_path):

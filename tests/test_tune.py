@@ -262,7 +262,7 @@ def test_driver_closes_trial_runs_as_tune_saw_them(tmp_path):
 def local_ray():
     import ray
 
-    from ssd_ray.train.launch import init_ray
+    from ssd_ray.runtime import init_ray
 
     # With the dashboard, its address handed to the workers: Train V2's placement-group cleaner polls
     # the state API; without it a trial stopped by ASHA leaks its placement group.

@@ -27,21 +27,20 @@ from typing import Sequence
 import numpy as np
 
 from ssd_ray.data.records import DetectionDataset, ImageRecord
+from ssd_ray.evaluate.gather import assemble_detections
 from ssd_ray.evaluate.result import EvalResult
 
 BLOCKS_PER_WORKER = 4  # a few blocks per actor so a slow actor does not hold the tail of the run
 
 
-def checkpoint_info(checkpoint_path: str | os.PathLike) -> tuple[int, list[str]]:
-    """(input size `min_dim`, class names) of a model file or training checkpoint, without building the model."""
+def checkpoint_classes(checkpoint_path: str | os.PathLike) -> list[str]:
+    """Class names of a model file or training checkpoint, without building the model."""
     from ssd_ray.checkpoint import load
-    from ssd_ray.config import config_from_dict
 
     state = load(checkpoint_path)
     if "config" not in state or "class_names" not in state:
         raise ValueError(f"{checkpoint_path} is not an ssd-ray checkpoint or model file (no config/class_names)")
-    cfg = config_from_dict(state["config"], source=str(checkpoint_path))
-    return int(cfg.model.min_dim), list(state["class_names"])
+    return list(state["class_names"])
 
 
 def check_classes(checkpoint_path, model_classes: Sequence[str], dataset: DetectionDataset) -> None:
@@ -49,11 +48,6 @@ def check_classes(checkpoint_path, model_classes: Sequence[str], dataset: Detect
     if list(dataset.class_names) != list(model_classes):
         raise ValueError(f"{checkpoint_path} predicts classes {list(model_classes)}, but the dataset has "
                          f"{list(dataset.class_names)}: scores would be meaningless")
-
-
-def _postprocess_kwargs(cfg) -> dict:
-    p = cfg.postprocess
-    return {"conf_thresh": p.conf_thresh, "nms_thresh": p.nms_thresh, "top_k": p.top_k, "nms_top_k": p.nms_top_k}
 
 
 class _DetectActor:
@@ -64,20 +58,19 @@ class _DetectActor:
     padding), with K = `top_k` (detect never returns more per image).
     """
 
-    def __init__(self, checkpoint_path: str, image_size: int, postprocess: dict, device: str = "cpu",
+    def __init__(self, checkpoint_path: str, postprocess: dict | None = None, device: str = "cpu",
                  torch_threads: int | None = None):
+        """postprocess: `PostprocessConfig` fields of the evaluation config (None: the model's own)."""
         import torch
 
         from ssd_ray.checkpoint import load_model
+        from ssd_ray.config import PostprocessConfig
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.device = torch.device(device)
-        self.model, self.priors, state = load_model(checkpoint_path, self.device)
-        self.image_size = image_size
-        self.post = dict(postprocess)
-        # The variance the network was trained to encode with (a property of the weights, not of the eval config).
-        self.variance = tuple(state["config"]["priors"]["variance"])
+        self.loaded = load_model(checkpoint_path, torch.device(device))
+        self.args = (self.loaded.detect_args if postprocess is None
+                     else self.loaded.detect_args_for(PostprocessConfig(**postprocess)))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -86,12 +79,13 @@ class _DetectActor:
         from ssd_ray.model import normalize
         from ssd_ray.postprocess import detect
 
+        m = self.loaded
         paths = [str(p) for p in batch["path"]]
-        images = np.stack([load_image_resized(p, self.image_size) for p in paths])
+        images = np.stack([load_image_resized(p, m.image_size) for p in paths])
         with torch.inference_mode():
-            loc, conf = self.model(normalize(torch.from_numpy(images).to(self.device)))
-            dets = detect(loc, conf, self.priors, variance=self.variance, **self.post)
-        b, k = len(paths), self.post["top_k"]
+            loc, conf = m.model(normalize(torch.from_numpy(images).to(m.device)))
+            dets = detect(loc, conf, m.priors, **self.args.kwargs())
+        b, k = len(paths), self.args.top_k
         boxes = np.zeros((b, k, 4), np.float32)
         scores = np.zeros((b, k), np.float32)
         labels = np.full((b, k), -1, np.int64)
@@ -141,18 +135,15 @@ def predict_distributed(
     if num_workers > 1:
         return predict_ray(checkpoint_path, dataset, cfg, num_workers, batch_size, use_gpu, address)
     from ssd_ray.checkpoint import load_model
-    from ssd_ray.config import config_from_dict
     from ssd_ray.evaluate.predict import predict_records
 
     use_gpu = cfg.ray.use_gpu if use_gpu is None else use_gpu
     device = "cuda" if use_gpu else "cpu"
-    model, priors, state = load_model(checkpoint_path, device)
-    check_classes(checkpoint_path, state["class_names"], dataset)
-    trained = config_from_dict(state["config"], source=str(checkpoint_path))
-    # Image size and box variance belong to the weights (as on the actors), not to the eval config.
-    return predict_records(model, priors, dataset.records, trained.model.min_dim,
-                           int(batch_size or cfg.train.eval_batch_size), device,
-                           variance=trained.priors.variance, **_postprocess_kwargs(cfg))
+    m = load_model(checkpoint_path, device)
+    check_classes(checkpoint_path, m.class_names, dataset)
+    # Image size and box variance belong to the weights (as on the actors), the thresholds to the eval config.
+    return predict_records(m.model, m.priors, dataset.records, m.image_size,
+                           int(batch_size or cfg.train.eval_batch_size), device, m.detect_args_for(cfg.postprocess))
 
 
 def predict_ray(
@@ -175,11 +166,10 @@ def predict_ray(
     records = list(dataset.records)
     batch_size = int(batch_size or cfg.train.eval_batch_size)
     use_gpu = cfg.ray.use_gpu if use_gpu is None else use_gpu
-    image_size, class_names = checkpoint_info(checkpoint_path)
-    check_classes(checkpoint_path, class_names, dataset)
+    check_classes(checkpoint_path, checkpoint_classes(checkpoint_path), dataset)
     if not records:
         return []
-    from ssd_ray.train.launch import init_ray  # the project's one Ray start-up (local or cluster)
+    from ssd_ray.runtime import init_ray  # the project's one Ray start-up (local or cluster)
 
     init_ray(address, cfg)
     remote = data_remote_args(cfg)
@@ -188,8 +178,7 @@ def predict_ray(
         remote["num_gpus"] = 1
     ds = ray.data.from_arrow(_source_blocks(records, num_workers, batch_size)).map_batches(
         _DetectActor,
-        fn_constructor_kwargs={"checkpoint_path": checkpoint_path, "image_size": image_size,
-                               "postprocess": _postprocess_kwargs(cfg),
+        fn_constructor_kwargs={"checkpoint_path": checkpoint_path, "postprocess": cfg.postprocess.model_dump(),
                                "device": "cuda" if use_gpu else "cpu", "torch_threads": torch_threads},
         batch_size=batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=num_workers), **remote)
@@ -203,34 +192,6 @@ def predict_ray(
             yield batch["index"], dets
 
     return assemble_detections(records, parts())
-
-
-def shard_indices(num_records: int, rank: int, world_size: int) -> np.ndarray:
-    """Record indices rank `rank` of `world_size` predicts: a stride, so shards differ by at most one image."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-    return np.arange(rank, num_records, world_size, dtype=np.int64)
-
-
-def assemble_detections(records: Sequence[ImageRecord], parts) -> list[dict]:
-    """Put per-shard detections back in record order: `parts` yields `(indices [b], detections [b])`.
-
-    The one gathering step of every distributed path (the Ray actor pool here, the train workers in
-    `ssd_ray.train.validation`). RuntimeError if an image is missing or predicted twice: a dropped
-    image must never be scored as all misses.
-    """
-    out: list[dict | None] = [None] * len(records)
-    for indices, dets in parts:
-        if len(indices) != len(dets):
-            raise RuntimeError(f"a shard returned {len(dets)} detections for {len(indices)} images")
-        for i, det in zip(indices, dets):
-            if out[int(i)] is not None:
-                raise RuntimeError(f"image {records[int(i)].image_id} was predicted by two shards")
-            out[int(i)] = det
-    missing = [records[i].image_id for i, d in enumerate(out) if d is None]
-    if missing:
-        raise RuntimeError(f"distributed prediction lost {len(missing)} of {len(records)} images, e.g. {missing[:3]}")
-    return out  # type: ignore[return-value]
 
 
 def evaluate_distributed(

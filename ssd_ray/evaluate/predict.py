@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ssd_ray.data.records import ImageRecord
+from ssd_ray.postprocess import DetectArgs
 
 
 def load_image_resized(path: str, image_size: int) -> np.ndarray:
@@ -32,19 +33,15 @@ def predict_records(
     image_size: int,
     batch_size: int = 32,
     device: str | torch.device = "cpu",
-    conf_thresh: float = 0.01,
-    nms_thresh: float = 0.45,
-    top_k: int = 200,
-    nms_top_k: int = 200,
-    variance: Sequence[float] = (0.1, 0.2),
+    detect_args: DetectArgs | None = None,
     decode_threads: int = 4,
 ) -> list[dict]:
     """Run the model on every record's image -> one detection dict per record, in record order.
 
     priors: [P,4] cxcywh (tensor or array). Each image is resized to image_size x image_size,
     normalised on the device with `ssd_ray.model.normalize`, and `loc [B,P,4], conf [B,P,C] =
-    model(x)` is decoded by `ssd_ray.postprocess.detect` (conf_thresh, nms_thresh, top_k, nms_top_k
-    passed through). decode_threads: threads decoding each batch's image files.
+    model(x)` is decoded by `ssd_ray.postprocess.detect` with `detect_args` (default: `DetectArgs()`,
+    the reference's settings; a loaded model's own are `LoadedModel.detect_args`). decode_threads: threads decoding each batch's image files.
     Returns dicts {"image_id": str, "boxes": [K,4] float32 xyxy relative, clipped to 0..1,
     "scores": [K] float32, "labels": [K] int64 in 1..C-1 (model space)} as numpy arrays (picklable,
     small: safe to return from Ray tasks). The model's train/eval mode is restored afterwards.
@@ -55,6 +52,7 @@ def predict_records(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    args = (detect_args or DetectArgs()).kwargs()
     device = torch.device(device)
     priors = torch.as_tensor(priors, dtype=torch.float32, device=device)
     records = list(records)
@@ -69,8 +67,7 @@ def predict_records(
                 images = np.stack(list(pool.map(lambda r: load_image_resized(r.path, image_size), batch)))
                 x = normalize(torch.from_numpy(images).to(device))
                 loc, conf = model(x)
-                dets = detect(loc, conf, priors, conf_thresh=conf_thresh, nms_thresh=nms_thresh, top_k=top_k,
-                              nms_top_k=nms_top_k, variance=variance)
+                dets = detect(loc, conf, priors, **args)
                 if len(dets) != len(batch):
                     raise RuntimeError(f"detect returned {len(dets)} results for a batch of {len(batch)} images")
                 for rec, det in zip(batch, dets):

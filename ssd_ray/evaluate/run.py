@@ -11,6 +11,7 @@ from ssd_ray.evaluate.coco_metrics import coco_evaluate_dataset
 from ssd_ray.evaluate.predict import predict_records
 from ssd_ray.evaluate.result import EvalResult
 from ssd_ray.evaluate.voc import evaluate_detections
+from ssd_ray.postprocess import DetectArgs
 
 IOU_TYPES = ("voc", "coco")
 
@@ -48,14 +49,10 @@ def evaluate_model(
     image_size: int,
     batch_size: int = 32,
     device: str | torch.device = "cpu",
-    conf_thresh: float = 0.01,
-    nms_thresh: float = 0.45,
-    top_k: int = 200,
+    detect_args: DetectArgs | None = None,
     iou_types: Sequence[str] = IOU_TYPES,
     coco_gt=None,
-    nms_top_k: int = 200,
 ) -> EvalResult:
     """Predict on every record of `dataset` (see `predict_records`) and score (see `score_detections`)."""
-    detections = predict_records(model, priors, dataset.records, image_size, batch_size, device,
-                                 conf_thresh, nms_thresh, top_k, nms_top_k)
+    detections = predict_records(model, priors, dataset.records, image_size, batch_size, device, detect_args)
     return score_detections(dataset, detections, iou_types, coco_gt)

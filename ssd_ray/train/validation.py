@@ -13,9 +13,10 @@ from torch import nn
 
 from ..boxes import match_batch
 from ..checkpoint import unwrap
-from ..evaluate.distributed import assemble_detections, shard_indices
+from ..evaluate.gather import assemble_detections, shard_indices
 from ..evaluate.predict import predict_records
 from ..evaluate.run import score_detections
+from ..postprocess import DetectArgs
 
 
 class _LossTap(nn.Module):
@@ -54,10 +55,25 @@ class _LossTap(nn.Module):
         return loc, conf
 
 
+def broadcast_state(module: nn.Module, src: int = 0) -> None:
+    """Overwrite every rank's parameters and buffers with rank `src`'s (a collective: all ranks call it).
+
+    DDP keeps the parameters equal, but each rank's BatchNorm running statistics follow its own
+    batches between DDP's buffer broadcasts, and a weight EMA blends them further apart; a val set
+    split over the ranks must be predicted by one network.
+    """
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src)
+
+
 def run_validation(model, priors, dataset, cfg, device, criterion, rank: int = 0, world_size: int = 1):
     """`(EvalResult, mean val loss)` on `dataset` with the model's post-processing settings.
 
-    Every rank calls it (it holds collectives when world_size > 1); rank `r` predicts the records
+    Every rank calls it (it holds collectives when world_size > 1); the ranks first take rank 0's
+    weights and BatchNorm statistics (`broadcast_state`), then rank `r` predicts the records
     `shard_indices(n, r, world_size)`. Rank 0 returns the scored result of all ranks' detections; the
     other ranks return `(None, val loss)`. The val loss is the mean over all images on every rank.
     """
@@ -65,14 +81,14 @@ def run_validation(model, priors, dataset, cfg, device, criterion, rank: int = 0
     indices = shard_indices(len(records), rank, world_size)
     shard = [records[i] for i in indices]
     bare = unwrap(model)
+    if world_size > 1:
+        broadcast_state(bare)
     bs = cfg.train.eval_batch_size
     tap = _LossTap(bare, priors, shard, bs, criterion, cfg)
-    p = cfg.postprocess
+    args = DetectArgs.from_config(cfg.postprocess, cfg.priors.variance)
     was_training = bare.training
     try:
-        detections = predict_records(tap, priors, shard, cfg.model.min_dim, bs, device,
-                                     p.conf_thresh, p.nms_thresh, p.top_k, p.nms_top_k,
-                                     variance=cfg.priors.variance) if shard else []
+        detections = predict_records(tap, priors, shard, cfg.model.min_dim, bs, device, args) if shard else []
     finally:
         bare.train(was_training)
     loss_sum = torch.stack([tap.total.float(), torch.tensor(float(tap.images), device=tap.total.device)])

@@ -217,7 +217,7 @@ def run_sweep(loaded: LoadedSweep, *, address: str | None = None, resume: bool |
     from ray.tune.search import BasicVariantGenerator
 
     from ..data.sources import ensure_synthetic
-    from ..train.launch import init_ray
+    from ..runtime import init_ray
 
     spec, cfg = loaded.spec, loaded.base
     tune_root = Path(cfg.ray.storage_path) / "tune"
