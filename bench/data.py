@@ -8,8 +8,15 @@ Section `per-sample`: decode + full SSD training augmentation, images/s on ONE c
                (cv2.imread -> float32, every photometric step in float32 numpy, the full expand canvas
                built with np.zeros + fill, crop by slicing inside a per-try Python loop, cv2.resize),
                with ssd.pytorch's crop bugs fixed so both follow the same rules,
-  * decode only: `decode_image` alone, the ceiling for any augmentation.
+  * decode only: `decode_image` alone, the ceiling for any augmentation,
+  * ours + 3 extras: ours after three typical `data.augment.extra` albumentations transforms (blur,
+               JPEG artefacts, a small rotation; `TYPICAL_EXTRAS`, the README's example) at the
+               README's probabilities, the same with every p = 1 (all three on every image), and
+               three pixel-only ones (blur, noise, JPEG; `PIXEL_EXTRAS`).
 Rounds alternate between the variants in one process; medians over rounds are reported.
+
+Section `extra-startup`: what extras add to a data actor's start-up (importing albumentations, which
+imports torch, and building the transforms), timed in fresh processes, alternating with and without.
 
 Run: `python bench/data.py [--section per-sample|all]`. The lead can add further sections (e.g. a
 Ray Data throughput section) as `bench_<name>(args)` functions registered in `SECTIONS`.
@@ -31,6 +38,14 @@ from _common import alternating_rounds, format_table, median  # noqa: E402
 from ssd_ray.data.augment import SSDAugmentation, decode_image  # noqa: E402
 
 MEAN_BGR = (104.0, 116.0, 124.0)  # the reference works in BGR
+# Three typical user extras (the README's example): blur, JPEG artefacts, a small rotation.
+TYPICAL_EXTRAS = [
+    {"name": "GaussianBlur", "p": 0.2, "blur_limit": [3, 5]},
+    {"name": "ImageCompression", "p": 0.3, "quality_range": [40, 90]},
+    {"name": "Affine", "p": 0.3, "rotate": [-10, 10], "fill": [124, 116, 104]},
+]
+# Three pixel-only extras (blur, noise, JPEG): boxes cannot move, so they skip albumentations' box processing.
+PIXEL_EXTRAS = [TYPICAL_EXTRAS[0], {"name": "GaussNoise", "p": 0.3, "std_range": [0.02, 0.06]}, TYPICAL_EXTRAS[1]]
 
 
 # ------------------------------------------------------------------------------ synthetic images
@@ -193,9 +208,16 @@ class ReferenceStyleAugmentation:
 # ---------------------------------------------------------------------------------------- sections
 def bench_per_sample(args: argparse.Namespace) -> dict[str, float]:
     """Decode + augment images/s on one core; returns the median rates and the speed-up."""
+    from ssd_ray.data.extra_augment import ExtraAugment, SSDWithExtra
+
     cv2.setNumThreads(1)
     ours_aug = SSDAugmentation(args.size)
     baseline = ReferenceStyleAugmentation(args.size)
+    with_extras = SSDWithExtra(ours_aug, ExtraAugment(TYPICAL_EXTRAS))
+    with_extras_p1 = SSDWithExtra(ours_aug, ExtraAugment([{**e, "p": 1.0} for e in TYPICAL_EXTRAS]))
+    with_pixel = SSDWithExtra(ours_aug, ExtraAugment(PIXEL_EXTRAS))
+    for a in (with_extras, with_extras_p1, with_pixel):
+        a.prepare()
     with tempfile.TemporaryDirectory() as tmp:
         samples = write_synthetic_jpegs(Path(tmp), args.images, args.seed)
         n_per_round = len(samples) * args.passes
@@ -218,8 +240,19 @@ def bench_per_sample(args: argparse.Namespace) -> dict[str, float]:
                     decode_image(path)
             return n_per_round
 
+        def extras(aug):
+            def run(r: int) -> int:
+                for p in range(args.passes):
+                    for i, (path, boxes, labels) in enumerate(samples):
+                        aug(decode_image(path), boxes, labels, np.random.default_rng([args.seed, r + 1, p, i]))
+                return n_per_round
+            return run
+
         rates = alternating_rounds({"baseline (ssd.pytorch style)": reference, "ours": ours,
-                                    "decode only (ceiling)": decode_only}, rounds=args.rounds)
+                                    "decode only (ceiling)": decode_only,
+                                    "ours + 3 extras (README p)": extras(with_extras),
+                                    "ours + 3 extras (p = 1)": extras(with_extras_p1),
+                                    "ours + 3 pixel-only extras": extras(with_pixel)}, rounds=args.rounds)
     med = {name: median(r) for name, r in rates.items()}
     base = med["baseline (ssd.pytorch style)"]
     rows = [[name, med[name], min(r), max(r), 1e3 / med[name], f"{med[name] / base:.2f}x"]
@@ -230,15 +263,70 @@ def bench_per_sample(args: argparse.Namespace) -> dict[str, float]:
     per_round = [o / b for o, b in zip(rates["ours"], rates["baseline (ssd.pytorch style)"])]
     print(f"speed-up ours/baseline: {med['ours'] / base:.2f}x (ratio of medians), "
           f"median of per-round ratios {median(per_round):.2f}x")
+    extra_ratio = {}
+    for name in ("ours + 3 extras (README p)", "ours + 3 extras (p = 1)", "ours + 3 pixel-only extras"):
+        per_round = [e / o for e, o in zip(rates[name], rates["ours"])]
+        extra_ratio[name] = median(per_round)
+        print(f"{name} / ours: {med[name] / med['ours']:.2f}x (ratio of medians), "
+              f"median of per-round ratios {extra_ratio[name]:.2f}x")
     return {"ours_img_s": med["ours"], "baseline_img_s": base, "speedup": med["ours"] / base,
-            "decode_img_s": med["decode only (ceiling)"]}
+            "decode_img_s": med["decode only (ceiling)"],
+            "extras_img_s": med["ours + 3 extras (README p)"], "extras_p1_img_s": med["ours + 3 extras (p = 1)"],
+            "extras_ratio": extra_ratio["ours + 3 extras (README p)"],
+            "extras_p1_ratio": extra_ratio["ours + 3 extras (p = 1)"],
+            "pixel_extras_ratio": extra_ratio["ours + 3 pixel-only extras"]}
+
+
+def bench_extra_startup(args: argparse.Namespace) -> dict[str, float]:
+    """Seconds a fresh process spends importing the data path and building the training augmentation,
+    without extras and with `TYPICAL_EXTRAS` (albumentations + torch imports, transforms built): what a
+    Ray Data augmentation actor pays once when it starts. Alternating runs; interpreter start excluded.
+    CPU seconds (user + system of the process) are reported beside wall seconds: on a busy machine the
+    wall time mostly measures the wait for a core."""
+    import json
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[1])
+    build = {
+        "without extras": "a = SSDAugmentation(300)",
+        "with 3 extras": ("from ssd_ray.data.extra_augment import ExtraAugment, SSDWithExtra\n"
+                          f"a = SSDWithExtra(SSDAugmentation(300), ExtraAugment({json.dumps(TYPICAL_EXTRAS)}))\n"
+                          "a.prepare()"),
+    }
+    times: dict[str, list[float]] = {k: [] for k in build}
+    cpu: dict[str, list[float]] = {k: [] for k in build}
+    for r in range(args.startup_runs):
+        for name in (list(build) if r % 2 == 0 else list(build)[::-1]):
+            code = ("import sys, time\nt0, c0 = time.perf_counter(), time.process_time()\n"
+                    "from ssd_ray.data.pipeline import TrainSampleMaker\n"
+                    "from ssd_ray.data.augment import SSDAugmentation\n"
+                    f"{build[name]}\n"
+                    "print(time.perf_counter() - t0, time.process_time() - c0, 'torch' in sys.modules)")
+            out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+            secs, cpu_secs, torch_loaded = out.stdout.split()
+            times[name].append(float(secs))
+            cpu[name].append(float(cpu_secs))
+            print(f"  run {r}: {name}: {float(secs):.2f} s wall, {float(cpu_secs):.2f} s CPU, "
+                  f"torch imported: {torch_loaded}", flush=True)
+    rows = [[name, median(times[name]), min(times[name]), max(times[name]), median(cpu[name]), min(cpu[name]),
+             max(cpu[name])] for name in build]
+    print(f"\n## data actor start-up: import the data path + build the augmentation, {args.startup_runs} fresh "
+          f"processes each")
+    print(format_table(["variant", "wall s (median)", "min", "max", "CPU s (median)", "min", "max"], rows))
+    extra_cpu = median(cpu["with 3 extras"]) - median(cpu["without extras"])
+    extra_wall = median(times["with 3 extras"]) - median(times["without extras"])
+    print(f"extras add {extra_cpu:.2f} CPU s ({extra_wall:.2f} s wall) per actor start (differences of medians)")
+    return {"startup_without_s": median(times["without extras"]), "startup_with_s": median(times["with 3 extras"]),
+            "startup_without_cpu_s": median(cpu["without extras"]), "startup_with_cpu_s": median(cpu["with 3 extras"])}
 
 
 def bench_ray_pipeline(args: argparse.Namespace) -> dict[str, float]:
     """Ray Data pipeline throughput (the training path: from_arrow positions -> map_batches decode +
     augment -> iter_torch_batches with the SSD collate) into one consuming process, with the
     augmentation tasks limited to 1 and then 2 concurrent data CPUs. Each setting runs on a fresh
-    Ray so the two cannot share warm workers; the first batches (task start-up) are not timed."""
+    Ray so the two cannot share warm workers; the first batches (task start-up) are not timed.
+    `--ray-store s3` (or `both`) reads the same JPEGs from a local S3 server instead (bench/_s3.py:
+    moto in its own process, sharing the cores; informational), as a bucket `data.root` does."""
     import time
 
     import ray
@@ -251,48 +339,68 @@ def bench_ray_pipeline(args: argparse.Namespace) -> dict[str, float]:
         samples = write_synthetic_jpegs(Path(d), 40, seed=1)
         records = [ImageRecord(str(i), path, 500, 375, boxes, labels, np.zeros(len(labels), bool))
                    for i, (path, boxes, labels) in enumerate(samples)]
-        dataset = DetectionDataset(["a", "b", "c", "d", "e", "f", "g"], records)
         batch, iters, warm = 32, args.ray_iters, 4
         rates = {}
-        for cpus in (1, 2):
-            cfg = config_from_dict({
-                "name": "bench", "data": {"root": d, "train_sets": ["x/y"], "val_sets": ["x/y"]},
-                "model": {"min_dim": 300},
-                "priors": {"feature_maps": [1], "steps": [300], "min_sizes": [30], "max_sizes": [60],
-                           "aspect_ratios": [[]]},
-                "train": {"batch_size": batch, "max_iter": iters + warm, "warmup_iters": 0},
-                "ray": {"data_cpus": 1, "data_concurrency": cpus},
-            })
-            # The consumer (this process) is not a Ray task: all of Ray's CPUs go to the data tasks.
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-            try:
-                it = build_train_dataset(dataset, cfg).iter_torch_batches(
-                    batch_size=batch, collate_fn=SSDCollate(), drop_last=True, prefetch_batches=2)
-                n = 0
-                for i, b in enumerate(it):
-                    if i == warm:
-                        t0 = time.perf_counter()
-                    n += len(b["image"]) if i >= warm else 0
-                rates[cpus] = n / (time.perf_counter() - t0)
-            finally:
-                ray.shutdown()
-    print(format_table(["data CPUs", "images/s", "vs 1 CPU"],
-                       [[str(c), r, f"{r / rates[1]:.2f}x"] for c, r in rates.items()]))
-    return {f"ray_{c}cpu_img_s": r for c, r in rates.items()}
+        stores = ["local", "s3"] if args.ray_store == "both" else [args.ray_store]
+        server = None
+        if "s3" in stores:
+            from _s3 import LocalS3
+
+            server = LocalS3()
+            server.use()  # before ray.init: the data actors inherit the endpoint and credentials
+            server.upload_dir(d, "bench", "jpegs")
+        try:
+            for store, cpus in [(s, c) for s in stores for c in (1, 2)]:
+                recs = records if store == "local" else [
+                    ImageRecord(r.image_id, f"s3://bench/jpegs/{Path(r.path).name}", r.width, r.height, r.boxes,
+                                r.labels, r.difficult) for r in records]
+                dataset = DetectionDataset(["a", "b", "c", "d", "e", "f", "g"], recs)
+                cfg = config_from_dict({
+                    "name": "bench", "data": {"root": d, "train_sets": ["x/y"], "val_sets": ["x/y"]},
+                    "model": {"min_dim": 300},
+                    "priors": {"feature_maps": [1], "steps": [300], "min_sizes": [30], "max_sizes": [60],
+                               "aspect_ratios": [[]]},
+                    "train": {"batch_size": batch, "max_iter": iters + warm, "warmup_iters": 0},
+                    "ray": {"data_cpus": 1, "data_concurrency": cpus},
+                })
+                # The consumer (this process) is not a Ray task: all of Ray's CPUs go to the data tasks.
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+                try:
+                    it = build_train_dataset(dataset, cfg).iter_torch_batches(
+                        batch_size=batch, collate_fn=SSDCollate(), drop_last=True, prefetch_batches=2)
+                    n = 0
+                    for i, b in enumerate(it):
+                        if i == warm:
+                            t0 = time.perf_counter()
+                        n += len(b["image"]) if i >= warm else 0
+                    rates[store, cpus] = n / (time.perf_counter() - t0)
+                finally:
+                    ray.shutdown()
+        finally:
+            if server is not None:
+                server.stop()
+    print(format_table(["images from", "data CPUs", "images/s", "vs 1 CPU", "vs local disk"],
+                       [[s, str(c), r, f"{r / rates[s, 1]:.2f}x",
+                         f"{r / rates['local', c]:.2f}x" if ("local", c) in rates else "-"]
+                        for (s, c), r in rates.items()]))
+    return {f"ray_{s}_{c}cpu_img_s": r for (s, c), r in rates.items()}
 
 
-SECTIONS = {"per-sample": bench_per_sample, "ray": bench_ray_pipeline}
+SECTIONS = {"per-sample": bench_per_sample, "ray": bench_ray_pipeline, "extra-startup": bench_extra_startup}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--section", choices=[*SECTIONS, "all"], default="all")
     ap.add_argument("--ray-iters", type=int, default=30, help="timed batches of 32 per Ray setting")
+    ap.add_argument("--ray-store", choices=["local", "s3", "both"], default="local",
+                    help="ray section: images from the local disk, a local S3 server, or both")
     ap.add_argument("--images", type=int, default=20, help="synthetic JPEGs to write")
     ap.add_argument("--passes", type=int, default=3, help="passes over the images per round")
     ap.add_argument("--rounds", type=int, default=7, help="timed rounds per variant (alternating)")
     ap.add_argument("--size", type=int, default=300, help="output side")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--startup-runs", type=int, default=5, help="fresh processes per variant (extra-startup)")
     args = ap.parse_args(argv)
     for name, fn in SECTIONS.items():
         if args.section in (name, "all"):

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import time
 
+from ssd_ray.cli import exits_on_user_error
 from ssd_ray.data.shapes import find_existing, write_shapes
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="output folder (VOC devkit root or COCO root)")

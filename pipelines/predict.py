@@ -1,112 +1,103 @@
-"""Detect objects in images with a trained model.
+"""Detect objects in any number of images with a trained model, in this process or on a Ray cluster.
 
-    python -m pipelines.predict --checkpoint runs/<run>/outputs/model.pt --images photos/ --out preds/ \\
-        [--score 0.5] [--device cpu|cuda] [--batch-size 16]
+    python -m pipelines.predict --checkpoint runs/<run>/outputs/model.pt --images SRC --out DST \\
+        [--num-workers N] [--device cpu|cuda] [--batch-size 16] [--score 0.5] \\
+        [--format per-image|jsonl|parquet] [--no-draw] [--recursive] [--overwrite] [--address ADDR]
 
-For every readable image `<stem>.json` is written:
-    {"image": path, "width": W, "height": H,
-     "detections": [{"box": [x1, y1, x2, y2] (original pixels), "score": s, "label": class name,
-                     "label_id": id (model space 1..C-1; class_names[id - 1])}, ...]}
-plus `<stem>.jpg` (`.png` for PNG inputs) with the boxes drawn. Class names, input size and
-normalisation come from the checkpoint. Unreadable files are reported (a warning naming each) and
-skipped; the exit status is 1 only when no image at all could be read.
+SRC: an image file, a folder (with --recursive its subfolders too), or a text file (.txt/.lst)
+listing image paths, one per line (relative to the list's folder). Files without an image suffix are
+left out and counted as "not an image (suffix)"; images that cannot be decoded are listed with the
+reason in DST/skipped.jsonl; neither stops the run. An empty source is an error (exit 2).
+
+Without --num-workers the model runs in this process. With --num-workers N the images stream
+through Ray Data: read + decode + resize in CPU tasks, the model on N actors (loaded once per
+actor; one GPU each with --device cuda), results written here as they arrive, with progress
+(done/total, rate, ETA) in the log. Joins RAY_ADDRESS / --address, else starts a local Ray.
+
+Each row: {"image": path, "width": W, "height": H, "detections": [{"box": [x1, y1, x2, y2] (original
+pixels), "score": s, "label": class name, "label_id": id (model space 1..C-1; class_names[id - 1])}]}
+--format per-image (default): DST/<name>.json per image, <name> relative to the source folder, plus
+  the drawn copy <name>.jpg (.png for PNG inputs) unless --no-draw;
+--format jsonl: DST/predictions.jsonl; --format parquet: DST/predictions/part-*.parquet.
+Re-running with the same DST skips images whose results are already there (--overwrite redoes
+them). DST/runs.jsonl gets one summary line per run. Exit status: 0, 2 for bad input, 1 when no
+image at all could be read.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
-import time
-from pathlib import Path
 
 from ssd_ray.cli import setup_logging
 
 log = logging.getLogger("ssd_ray.predict")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-PROGRESS_EVERY = 100  # images between progress lines on long folders
-
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from ssd_ray.inference.sinks import FORMATS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="model file (outputs/model.pt) or training checkpoint")
-    p.add_argument("--images", required=True, help="an image file or a folder of images (not recursive)")
-    p.add_argument("--out", required=True, help="output folder for <stem>.json and drawn images")
-    p.add_argument("--score", type=float, default=0.5, help="keep detections scoring above this (default 0.5)")
+    p.add_argument("--images", required=True, help="an image file, a folder of images, or a .txt list of paths")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--num-workers", type=int, help="stream through Ray Data with this many model actors "
+                                                   "(default: predict in this process)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--score", type=float, default=0.5, help="keep detections scoring above this (default 0.5)")
+    p.add_argument("--format", default="per-image", choices=FORMATS, help="output format (default per-image)")
+    p.add_argument("--no-draw", action="store_true", help="per-image output without the drawn copies")
+    p.add_argument("--recursive", action="store_true", help="include the subfolders of a folder SRC")
+    p.add_argument("--overwrite", action="store_true", help="redo images whose results DST already holds")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     return p.parse_args(argv)
 
 
-def list_images(source: str) -> list[Path]:
-    """A file itself, or the image files (by suffix) directly inside a folder, sorted by name."""
-    src = Path(source)
-    if src.is_file():
-        return [src]
-    if src.is_dir():
-        return sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    raise FileNotFoundError(f"--images: {source} is neither a file nor a folder")
-
-
-def output_stems(paths: list[Path]) -> list[str]:
-    """`<stem>` per input; inputs sharing a stem (a.jpg, a.png) get the suffix appended to keep files apart."""
-    seen: dict[str, int] = {}
-    for p in paths:
-        seen[p.stem] = seen.get(p.stem, 0) + 1
-    return [f"{p.stem}_{p.suffix.lstrip('.').lower()}" if seen[p.stem] > 1 else p.stem for p in paths]
-
-
-def to_json(path: str, image_shape, det: dict) -> dict:
-    h, w = image_shape[:2]
-    return {"image": path, "width": int(w), "height": int(h), "detections": [
-        {"box": [round(float(v), 2) for v in box], "score": round(float(s), 5), "label": name, "label_id": int(lb)}
-        for box, s, lb, name in zip(det["boxes"], det["scores"], det["labels"], det["names"])]}
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
-    from ssd_ray.evaluate.visualize import draw_detections, write_image
-    from ssd_ray.predict import Predictor
+    from ssd_ray.inference.run import model_info, predict_images
+    from ssd_ray.inference.sinks import check_out_dir, make_sink
+    from ssd_ray.inference.sources import SourceError, list_images
 
+    if args.num_workers is not None and args.num_workers < 1:
+        return _error(f"--num-workers must be >= 1, got {args.num_workers} (leave it out to predict in-process)")
+    if args.batch_size < 1:
+        return _error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 0.0 <= args.score < 1.0:
+        return _error(f"--score must be in [0, 1), got {args.score}")
     try:
-        paths = list_images(args.images)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not paths:
-        print(f"error: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.images}", file=sys.stderr)
-        return 1
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, score_thresh=args.score,
-                                          batch_size=args.batch_size)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stems = dict(zip((str(p) for p in paths), output_stems(paths)))
+        listing = list_images(args.images, recursive=args.recursive)
+        model_info(args.checkpoint)  # a bad checkpoint fails here, before any output is touched
+        draws = args.format == "per-image" and not args.no_draw
+        check_out_dir(args.out, listing, args.recursive, draws)
+        sink = make_sink(args.format, args.out, overwrite=args.overwrite, draw=not args.no_draw)
+    except (SourceError, ValueError, FileNotFoundError) as e:
+        return _error(str(e))
+    if args.num_workers is not None:
+        import ray
 
-    t0, done, unreadable, boxes = time.perf_counter(), 0, [], 0
-    for res in predictor.predict_paths(str(p) for p in paths):
-        done += 1
-        if res.error is not None:
-            log.warning("skipped unreadable image: %s", res.error)  # the error names the file
-            unreadable.append(res.path)
-            continue
-        stem, det = stems[res.path], res.detections
-        boxes += len(det["scores"])
-        (out / f"{stem}.json").write_text(json.dumps(to_json(res.path, res.image.shape, det), indent=1))
-        drawn = draw_detections(res.image, det["boxes"], det["names"], det["scores"])
-        ext = ".png" if Path(res.path).suffix.lower() == ".png" else ".jpg"
-        write_image(drawn, str(out / f"{stem}{ext}"))
-        if done % PROGRESS_EVERY == 0:
-            log.info("%d/%d images (%.1f images/s)", done, len(paths), done / (time.perf_counter() - t0))
-
-    read = len(paths) - len(unreadable)
-    log.info("done: %d images read, %d detections above %.2f, %d unreadable skipped; results in %s",
-             read, boxes, args.score, len(unreadable), os.fspath(out))
-    if read == 0:
-        print(f"error: none of the {len(paths)} images could be read", file=sys.stderr)
+        ray.data.DataContext.get_current().enable_progress_bars = False  # our progress line says it all
+    try:
+        summary = predict_images(args.checkpoint, listing, sink, num_workers=args.num_workers, device=args.device,
+                                 batch_size=args.batch_size, score_thresh=args.score, address=args.address)
+    except ValueError as e:  # e.g. --device cuda on a local Ray without GPUs
+        return _error(str(e))
+    unreadable = summary.skipped.get("unreadable", 0)
+    left_out = sum(v for k, v in summary.skipped.items() if k != "unreadable")
+    log.info("done: %d images read, %d detections above %.2f, %d unreadable skipped, %d already done, "
+             "%d files not an image (suffix); results in %s (%s, %.1f s)", summary.predicted, summary.detections,
+             args.score, unreadable, summary.already_done, left_out, args.out, summary.mode, summary.seconds)
+    if summary.predicted == 0 and summary.already_done == 0:
+        print(f"error: none of the {summary.listed} images in {args.images} could be read "
+              f"(reasons in {sink.out / 'skipped.jsonl'})", file=sys.stderr)
         return 1
     return 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ssd_ray.cli import EXIT_CONFIG_ERROR, add_config_args, setup_logging
+from ssd_ray.cli import EXIT_CONFIG_ERROR, add_config_args, exits_on_user_error, setup_logging
 from ssd_ray.config import ConfigError
 
 
@@ -24,6 +24,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@exits_on_user_error
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logging()

@@ -1,14 +1,22 @@
-"""Command-line plumbing shared by the `pipelines/` entry points: config flags and exit codes."""
+"""Command-line plumbing shared by the `pipelines/` entry points: config flags, exit codes, user errors.
+
+Exit status 2 means "fix the input": a bad config, a data folder or file that does not fit, a file
+that is not a checkpoint. Every entry point's `main` is wrapped in `exits_on_user_error`, which
+prints such an error as one message (no traceback) and exits 2; anything else is a bug and keeps
+its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 
 from .config import Config, ConfigError, load_config
+from .errors import UserError
 
-EXIT_CONFIG_ERROR = 2
+EXIT_CONFIG_ERROR = 2  # every error the user can fix (config, data, checkpoint, run choice)
 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -29,3 +37,31 @@ def load_config_or_exit(path: str, overrides: list[str]) -> Config:
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+
+
+def user_error_message(e: BaseException) -> str | None:
+    """`"<label>: <message>"` for an error the user can fix, else None. Errors raised in a Ray task
+    arrive wrapped (RayTaskError subclasses the original class); the original's message is used."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, (ConfigError, UserError)):
+        e = cause
+    if isinstance(e, ConfigError):
+        return f"config error: {e}"
+    if isinstance(e, UserError):
+        return f"{e.label}: {e}"
+    return None
+
+
+def exits_on_user_error(main):
+    """Decorator for an entry point's `main`: a `ConfigError` or `UserError` prints its message on
+    stderr and exits with status 2, without a traceback."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except (ConfigError, UserError) as e:
+            print(user_error_message(e), file=sys.stderr)
+            raise SystemExit(EXIT_CONFIG_ERROR) from None
+
+    return wrapper

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 __all__ = [
     "ConfigError", "Config", "DataConfig", "ShapesConfig", "AugmentConfig", "ModelConfig",
-    "PriorsConfig", "LossConfig", "PostprocessConfig", "TrainConfig", "RayConfig", "MlflowConfig",
+    "PriorsConfig", "LossConfig", "PostprocessConfig", "EvaluationConfig", "POSTPROCESS_PRESETS", "TrainConfig", "RayConfig", "MlflowConfig",
     "load_config", "parse_overrides", "apply_overrides", "config_to_dict", "config_from_dict",
 ]
 
@@ -41,26 +42,52 @@ class ShapesConfig(_Section):
     size: int = Field(256, ge=64)
 
 
+def _check_extra_entry(entry: dict) -> dict:
+    # Imported here, and albumentations only inside it: configs without extras never load it.
+    from .data.extra_augment import check_entry
+
+    return check_entry(entry)
+
+
+# One albumentations transform: `{name: GaussianBlur, p: 0.2, blur_limit: [3, 5]}` or A.to_dict's form.
+ExtraTransform = Annotated[dict[str, Any], AfterValidator(_check_extra_entry)]
+
+
 class AugmentConfig(_Section):
-    """The SSD training augmentation; each step can be switched off for lighter recipes."""
+    """The SSD training augmentation; each step can be switched off for lighter recipes.
+
+    `extra`: albumentations transforms applied to the source image before the SSD steps, validated
+    strictly here (ssd_ray/data/extra_augment.py says how boxes and randomness are handled).
+    """
 
     photometric: bool = True
     expand: bool = True
     max_expand_ratio: float = Field(4.0, ge=1.0)
     crop: bool = True
     mirror: bool = True
+    extra: list[ExtraTransform] = Field(default_factory=list)
+    # A box keeping less than this share of its area inside the image after an extra transform is dropped.
+    extra_min_visibility: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class DataConfig(_Section):
     format: Literal["voc", "coco"] = "voc"
-    root: str
+    root: str  # a local folder or a URI (s3://bucket/VOCdevkit, gs://...; ssd_ray/storage.py)
     # VOC: "2007/trainval" entries (year/split, 07+12 is two entries); COCO: split names ("train2017").
     train_sets: list[str] = Field(default_factory=lambda: ["2007/trainval", "2012/trainval"])
     val_sets: list[str] = Field(default_factory=lambda: ["2007/test"])
-    classes: list[str] | None = None  # None: the format's standard list (VOC) or the JSON's (COCO)
+    # The classes to train, in label order; others are left out (COCO: category names of the JSON).
+    # None: every category of the JSON (COCO); the 20 Pascal classes (VOC: only when the annotations
+    # use Pascal names, else the run stops and lists the names found).
+    classes: list[str] | None = None
     keep_difficult: bool = False  # for training; evaluation always reads them and ignores them
     keep_empty: bool = True  # images without objects stay in training as negatives
     max_boxes: int = Field(100, ge=1)  # ground truth per image in a batch (padding width); extras dropped
+    # A run stops before training when more than this share of the objects or of the images is dropped
+    # for reasons meaning the data and the config disagree (unknown class, unreadable or malformed
+    # entries; not boxes clipped to the image, not classes left out by a data.classes subset).
+    bad_records_limit: float = Field(0.05, ge=0.0, le=1.0)
+    accept_bad_records: bool = False  # go on anyway, without the dropped records (docs/data.md)
     synthetic: ShapesConfig | None = None
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
@@ -80,6 +107,18 @@ class DataConfig(_Section):
                     raise ValueError(f"VOC sets are written 'year/split' (e.g. '2007/trainval'), got {s!r}")
         if self.classes is not None and len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes has duplicates: {self.classes}")
+        if self.classes is not None and (not self.classes or not all(c.strip() for c in self.classes)):
+            raise ValueError(f"classes must be a list of non-empty names, got {self.classes}")
+        return self
+
+    @model_validator(mode="after")
+    def _synthetic_is_local(self) -> "DataConfig":
+        from .storage import is_uri
+
+        if self.synthetic is not None and is_uri(self.root):
+            raise ValueError(f"data.synthetic writes generated shapes data into data.root, which must then be a "
+                             f"local folder, not {self.root!r}; generate it locally (python -m pipelines.make_shapes) "
+                             f"and upload it, then drop `synthetic:` from the config")
         return self
 
     def voc_image_sets(self, which: Literal["train", "val"]) -> list[tuple[str, str]]:
@@ -93,8 +132,12 @@ class ModelConfig(_Section):
     min_dim: int = Field(300, ge=32)
     # Counts the background. Derived from the dataset's classes when absent, checked when present.
     num_classes: int | None = Field(None, ge=2)
-    pretrained: str | None = None  # local torchvision vgg16 state dict; never downloaded
+    # Local file, never downloaded: torchvision's `vgg16` state dict or ssd.pytorch's vgg16_reducedfc.pth.
+    pretrained: str | None = None
     width: int = Field(24, ge=2)  # base channel width of the light backbone
+    # How images become the network's input (ssd_ray/model/normalize.py). "auto": the one the starting
+    # weights expect (--init-from's model file, ssd.pytorch's reducedfc VGG), else ssd-ray's own.
+    normalization: Literal["auto", "ssd_ray", "ssd_pytorch", "torchvision"] = "auto"
 
 
 class PriorsConfig(_Section):
@@ -104,7 +147,9 @@ class PriorsConfig(_Section):
     max_sizes: list[float]
     aspect_ratios: list[list[int]]
     variance: tuple[float, float] = (0.1, 0.2)
-    clip: bool = True
+    # true: clamp (cx, cy, w, h) to [0, 1] (ssd.pytorch); "size": clamp w and h only (torchvision's
+    # DefaultBoxGenerator, whose last-column centres pass 1.0); false: no clamp.
+    clip: bool | Literal["size"] = True
 
     @field_validator("variance")
     @classmethod
@@ -147,11 +192,44 @@ class LossConfig(_Section):
     neg_pos: float = Field(3.0, ge=1.0)
 
 
+# Post-processing of published models: `postprocess.preset` fills the keys a config leaves out.
+POSTPROCESS_PRESETS: dict[str, dict[str, Any]] = {
+    # ssd.pytorch's Detect (with a per-image cap: the reference's own cap never takes effect).
+    "reference": {"conf_thresh": 0.01, "nms_thresh": 0.45, "top_k": 200, "nms_top_k": 200, "clip": "after_nms"},
+    # torchvision SSD.postprocess_detections: boxes clipped to the image, 400 candidates per class.
+    "torchvision": {"conf_thresh": 0.01, "nms_thresh": 0.45, "top_k": 200, "nms_top_k": 400, "clip": "before_nms"},
+}
+
+
 class PostprocessConfig(_Section):
+    preset: Literal["reference", "torchvision"] = "reference"
     conf_thresh: float = Field(0.01, ge=0.0, lt=1.0)
     nms_thresh: float = Field(0.45, gt=0.0, le=1.0)
-    top_k: int = Field(200, ge=1)
-    nms_top_k: int = Field(200, ge=1)
+    top_k: int | None = Field(200, ge=1)  # detections per image; null: no cap
+    nms_top_k: int = Field(200, ge=1)  # candidates per class entering NMS
+    # Boxes clipped to the image: before NMS (torchvision), after it (the output only), or not at all.
+    clip: Literal["after_nms", "before_nms", "none"] = "after_nms"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            preset = data.get("preset", "reference")
+            if preset in POSTPROCESS_PRESETS:
+                data = {**POSTPROCESS_PRESETS[preset], **data}
+        return data
+
+
+# ---------------------------------------------------------------------------------- evaluation
+class EvaluationConfig(_Section):
+    """How detections are scored (ssd_ray/evaluate/protocol.py); recorded in every metrics JSON.
+
+    "ssd_ray": VOC area mAP@0.5 (the headline), VOC07 11-point mAP and COCO AP (official, from the
+    annotation file, on COCO-format data). "voc07": ssd.pytorch's eval.py (its post-processing, pixel
+    conventions and VOC07 11-point mAP). "coco": COCOeval on the dataset's annotation file only.
+    """
+
+    protocol: Literal["ssd_ray", "voc07", "coco"] = "ssd_ray"
 
 
 # ------------------------------------------------------------------------------------- train
@@ -188,8 +266,10 @@ class TrainConfig(_Section):
     eval_batch_size: int = Field(32, ge=1)
     # Reproducible data order (Ray Data preserve_order): exact resume on one worker, a little slower.
     preserve_order: bool = False
-    # Fault injection for tests: iterations whose loss is replaced by NaN.
+    # Fault injection for tests: iterations whose loss is replaced by NaN, and a sleep after every
+    # step (a slow accelerator, so multi-node tests can preempt and resize a run mid-way).
     inject_nan_at: list[int] = Field(default_factory=list)
+    inject_step_delay_s: float = Field(0.0, ge=0.0)
 
     @field_validator("lr_steps")
     @classmethod
@@ -200,24 +280,66 @@ class TrainConfig(_Section):
 
 
 class RayConfig(_Section):
-    num_workers: int = Field(1, ge=0)  # 0 runs the loop in the driver process (no persisted checkpoints)
+    # An int (0 runs the loop in the driver process, without persisted checkpoints), or [min, max]:
+    # an elastic group that Ray Train resizes between min and max as nodes come and go.
+    num_workers: int | tuple[int, int] = 1
+    elastic_resize_interval_s: float = Field(60.0, gt=0.0)  # how often Ray looks for room to grow the group
+    preemption_check_every: int = Field(10, ge=1)  # iterations between preemption polls (a barrier)
+    max_preemption_failures: int = Field(-1, ge=-1)  # restarts after node preemptions; -1 = unbounded
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
     data_cpus: float = Field(1.0, gt=0.0)  # CPUs each data (decode + augment) actor asks for
     data_concurrency: int | None = Field(None, ge=1)  # augmentation actors; None: autoscale from 1
     address: str | None = None  # None: RAY_ADDRESS or a local Ray
-    storage_path: str = "runs"  # checkpoints, MLflow db and artifacts live under here
+    # Checkpoints, outputs/, MLflow db and artifacts live under here; a local folder or a bucket URI
+    # (s3://bucket/runs: then mlflow.tracking_uri is required, see ssd_ray/storage.py).
+    storage_path: str = "runs"
     max_failures: int = Field(2, ge=0)
     torch_threads: int | None = Field(None, ge=1)  # intra-op threads per worker; None: cpus_per_worker
     # Placement on clusters: Ray label selectors for data operators and train workers.
     data_label_selector: dict[str, str] | None = None
     train_label_selector: dict[str, str] | None = None
 
+    @field_validator("num_workers", mode="before")
+    @classmethod
+    def _worker_range(cls, v):
+        if isinstance(v, str) and "-" in v:  # the CLI's "4-8"
+            lo, _, hi = v.partition("-")
+            v = [lo.strip(), hi.strip()]
+        if isinstance(v, (list, tuple)):
+            if len(v) != 2:
+                raise ValueError(f"num_workers is an int or [min, max], got {list(v)}")
+            lo, hi = (int(x) for x in v)
+            if not 1 <= lo <= hi:
+                raise ValueError(f"num_workers [min, max] needs 1 <= min <= max, got [{lo}, {hi}]")
+            return (lo, hi) if lo != hi else lo
+        if isinstance(v, int) and v < 0:
+            raise ValueError(f"num_workers must be >= 0, got {v}")
+        return v
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers[0] if isinstance(self.num_workers, tuple) else self.num_workers
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers[1] if isinstance(self.num_workers, tuple) else self.num_workers
+
+    @property
+    def elastic(self) -> bool:
+        return self.min_workers != self.max_workers
+
 
 class MlflowConfig(_Section):
     enabled: bool = True
     tracking_uri: str | None = None  # None: sqlite:///<storage_path>/mlflow.db
     experiment: str | None = None  # None: the config's name
+    # The driver logs the final and best weights as MLflow models ("model", "best_model": pyfunc, see
+    # ssd_ray/mlflow_model.py); with a name, the best is also registered (a new version per run).
+    log_models: bool = True
+    registered_model_name: str | None = Field(None, min_length=1)
+    # The data fingerprint hashes the parsed records; true also hashes every image file (reads them all).
+    fingerprint_image_bytes: bool = False
 
 
 # ---------------------------------------------------------------------------------- top level
@@ -228,18 +350,34 @@ class Config(_Section):
     priors: PriorsConfig
     loss: LossConfig = Field(default_factory=LossConfig)
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
-        t = self.train
-        if self.ray.num_workers > 1 and t.batch_size % self.ray.num_workers:
-            raise ValueError(f"train.batch_size={t.batch_size} must divide by ray.num_workers="
-                             f"{self.ray.num_workers} (it is the global batch)")
+        t, r = self.train, self.ray
+        # Ray's streaming split gives every rank an equal share, so the global batch must divide by
+        # every worker count the group may have (elastic groups: each count in [min, max]).
+        bad = [n for n in range(max(1, r.min_workers), r.max_workers + 1) if t.batch_size % n]
+        if bad:
+            raise ValueError(f"train.batch_size={t.batch_size} must divide by every worker count in "
+                             f"ray.num_workers={list(r.num_workers) if r.elastic else r.num_workers} "
+                             f"(it is the global batch); it does not divide by {bad}")
         if t.warmup_iters >= t.max_iter:
             raise ValueError(f"train.warmup_iters={t.warmup_iters} must be < train.max_iter={t.max_iter}")
+        if self.evaluation.protocol == "coco" and self.data.format != "coco":
+            raise ValueError(f"evaluation.protocol=coco scores against the dataset's COCO annotation file, "
+                             f"but data.format is {self.data.format!r}; use protocol ssd_ray or voc07")
+        from .storage import is_uri
+
+        if is_uri(r.storage_path) and self.mlflow.enabled and not self.mlflow.tracking_uri:
+            raise ValueError(f"ray.storage_path={r.storage_path!r} is in object storage, where MLflow's default "
+                             f"SQLite store cannot live: set mlflow.tracking_uri to a tracking server every node "
+                             f"reaches (e.g. `mlflow server --backend-store-uri sqlite:///mlflow.db "
+                             f"--artifacts-destination {r.storage_path.rstrip('/')}/mlartifacts`, docs/cluster.md), "
+                             f"or mlflow.enabled=false")
         return self
 
     def with_num_classes(self, class_names: list[str]) -> "Config":
@@ -252,10 +390,6 @@ class Config(_Section):
         out = self.model_copy(deep=True)
         out.model.num_classes = derived
         return out
-
-    @property
-    def num_workers_or_one(self) -> int:
-        return max(1, self.ray.num_workers)
 
 
 # ------------------------------------------------------------------------------- loading
@@ -315,7 +449,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read and validate a YAML config; `overrides` are `key.sub=value` strings applied first.
 
     Relative `data.root`, `model.pretrained` and `ray.storage_path` resolve against the current
-    directory at load time, because Ray workers run elsewhere.
+    directory at load time, because Ray workers run elsewhere; URIs (`s3://bucket/VOCdevkit`) stay.
     """
     path = Path(path)
     if not path.is_file():
@@ -331,11 +465,24 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 def resolve_paths(cfg: Config) -> Config:
     cfg = cfg.model_copy(deep=True)
-    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
-    cfg.ray.storage_path = str(Path(cfg.ray.storage_path).expanduser().resolve())
+    from .storage import absolute  # URIs (s3://bucket/runs) stay as they are
+
+    cfg.data.root = absolute(cfg.data.root)
+    cfg.ray.storage_path = absolute(cfg.ray.storage_path)
     if cfg.model.pretrained:
         cfg.model.pretrained = str(Path(cfg.model.pretrained).expanduser().resolve())
+    _check_storage_outside_data(cfg.data.root, cfg.ray.storage_path)
     return cfg
+
+
+def _check_storage_outside_data(root: str, storage_path: str) -> None:
+    """Runs, checkpoints and MLflow files go under ray.storage_path; ssd-ray writes nothing inside a
+    user's data folder, so the two must not nest (docs/data.md)."""
+    r, s = root.rstrip("/") + "/", storage_path.rstrip("/") + "/"
+    if s.startswith(r):
+        raise ConfigError(f"ray.storage_path {storage_path} lies inside data.root {root}: ssd-ray never writes "
+                          f"into the data folder; set ray.storage_path to a folder outside it "
+                          f"(e.g. --set ray.storage_path=/elsewhere/runs)")
 
 
 def config_to_dict(cfg: Config) -> dict:

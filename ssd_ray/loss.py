@@ -49,7 +49,9 @@ class MultiBoxLoss(nn.Module):
     - `loss_c`: cross-entropy summed over positives and, per image, the `neg_pos * num_pos` negatives
       with the highest background loss (capped at P - 1);
     - both divided by N, the batch's total number of positives (at least 1, so a batch without any
-      positive gives a finite zero instead of the reference's NaN).
+      positive gives a finite zero instead of the reference's NaN), or by `normalizer` when given:
+      under DDP the step passes N_global / world_size, so that the all-reduced (averaged) gradient
+      is the gradient of the whole global batch's loss divided by its positives.
     Predictions may be bf16/fp16 (autocast); the loss is computed in float32. A NaN anywhere in the
     predictions makes the loss NaN (the training loop detects it and skips the step). One backward
     per forward: backward reuses the loss's `[B,P,C]` buffer in place, so a second backward through
@@ -62,11 +64,11 @@ class MultiBoxLoss(nn.Module):
             raise ValueError(f"neg_pos must be >= 1, got {neg_pos}")
         self.neg_pos = float(neg_pos)
 
-    def forward(self, loc_pred, conf_pred, loc_t, conf_t):
+    def forward(self, loc_pred, conf_pred, loc_t, conf_t, normalizer: torch.Tensor | None = None):
         loc_pred, conf_pred = loc_pred.float(), conf_pred.float()
         pos = conf_t > 0  # [B,P]
         num_pos = pos.sum(dim=1)  # [B]
-        n_total = num_pos.sum().clamp(min=1).to(loc_pred.dtype)
+        n_total = (num_pos.sum().clamp(min=1) if normalizer is None else normalizer).to(loc_pred.dtype)
 
         # Multiplying by the positive mask (rather than torch.where / boolean indexing) halves the
         # cost of this term; it needs finite background rows in loc_t (match_batch writes 0 there).

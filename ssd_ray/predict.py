@@ -40,9 +40,12 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, priors: torch.Tensor, class_names: Sequence[str], image_size: int,
                  detect_args: DetectArgs | None = None, device: str | torch.device = "cpu",
-                 score_thresh: float = 0.5, batch_size: int = 16):
+                 score_thresh: float = 0.5, batch_size: int = 16, normalization=None):
         """model: SSD in eval mode on `device`; priors: `[P,4]` cxcywh; detect_args: the model's
-        post-processing (`LoadedModel.detect_args`; default `DetectArgs()`)."""
+        post-processing (`LoadedModel.detect_args`; default `DetectArgs()`); normalization: the model's
+        input normalisation (`LoadedModel.input_normalization`, a dict or a name; None: ssd-ray's own)."""
+        from ssd_ray.model.normalize import Normalization
+
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= score_thresh < 1.0:
@@ -55,6 +58,7 @@ class Predictor:
         self.detect_args = detect_args or DetectArgs()
         self.score_thresh = float(score_thresh)
         self.batch_size = int(batch_size)
+        self.normalization = Normalization.from_spec(normalization)
         self._resize = EvalTransform(self.image_size)
 
     @classmethod
@@ -64,7 +68,8 @@ class Predictor:
         from ssd_ray.checkpoint import load_model
 
         m = load_model(path, device)
-        return cls(m.model, m.priors, m.class_names, m.image_size, m.detect_args, device, score_thresh, batch_size)
+        return cls(m.model, m.priors, m.class_names, m.image_size, m.detect_args, device, score_thresh, batch_size,
+                   normalization=m.input_normalization)
 
     # ------------------------------------------------------------------------------------ inference
     def _as_image(self, item, index: int) -> np.ndarray:
@@ -90,7 +95,7 @@ class Predictor:
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
             x = np.stack([self._resize(img) for img in chunk])
-            loc, conf = self.model(normalize(torch.from_numpy(x).to(self.device)))
+            loc, conf = self.model(normalize(torch.from_numpy(x).to(self.device), spec=self.normalization))
             dets = detect(loc, conf, self.priors, **args)
             for img, det in zip(chunk, dets):
                 h, w = img.shape[:2]
@@ -144,4 +149,4 @@ class Predictor:
     def meta(self) -> dict:
         """Class names, input size and post-processing settings this predictor applies."""
         return {"class_names": self.class_names, "image_size": self.image_size, "score_thresh": self.score_thresh,
-                **self.detect_args.kwargs()}
+                "normalization": self.normalization.to_dict(), **self.detect_args.kwargs()}

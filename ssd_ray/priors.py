@@ -26,12 +26,14 @@ def prior_boxes(
     min_sizes: Sequence[float],
     max_sizes: Sequence[float],
     aspect_ratios: Sequence[Sequence[float]],
-    clip: bool = True,
+    clip: bool | str = True,
 ) -> torch.Tensor:
     """Default boxes `[P,4]` float32 center-size `(cx, cy, w, h)`, relative to the image (0..1).
 
     Computed in float64 and stored as float32, as the reference does. `clip` clamps the
     center-size values to [0, 1] (in practice it caps w or h at 1; corners are not clipped).
+    `clip="size"` clamps only w and h, as torchvision's `DefaultBoxGenerator` does: centres of a map
+    whose `min_dim / step` is below its size (10 cells of 32 px at 300) then pass 1.0.
     """
     if not (len(feature_maps) == len(steps) == len(min_sizes) == len(max_sizes) == len(aspect_ratios)):
         raise ValueError("feature_maps, steps, min_sizes, max_sizes and aspect_ratios need one entry per map")
@@ -51,8 +53,12 @@ def prior_boxes(
             [np.repeat(centers, len(wh), axis=0), np.tile(wh, (len(centers), 1))], axis=1)
         per_map.append(boxes)
     out = np.concatenate(per_map, axis=0)
-    if clip:
+    if clip == "size":
+        out[:, 2:] = np.clip(out[:, 2:], 0.0, 1.0)
+    elif clip is True:
         out = np.clip(out, 0.0, 1.0)
+    elif clip is not False:
+        raise ValueError(f"clip must be True, False or 'size', got {clip!r}")
     return torch.from_numpy(out.astype(np.float32))
 
 

@@ -2,7 +2,16 @@
 
 `init_ray` joins a cluster (`ray.address`, `--address` or RAY_ADDRESS) or starts a local Ray whose
 dashboard binds to 127.0.0.1. Evaluation and tuning import it from here, so no layer needs to reach
-into `ssd_ray.train` for it.
+into `ssd_ray.train` for it. It also keeps Ray's known-harmless console messages off the console
+(`ssd_ray.ray_console`).
+
+`finish_ray(succeeded)` ends what `init_ray` started, in the order that avoids Ray's exit crash: a
+pooled Ray worker that leaves *gracefully* (idle for a second, which every task worker is once a
+run's work is done) can abort in Ray 2.60's own exit path after its core worker is destroyed
+("Mutex corrupt ... SIGABRT", a Ray bug; docs/design.md, "Ray at exit"). Workers still alive when a
+local Ray is shut down are killed with it and never take that path, so drivers call `finish_ray`
+as soon as they no longer need Ray, before their own post-run work (model files, MLflow uploads)
+leaves the workers idle.
 """
 
 from __future__ import annotations
@@ -10,7 +19,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["init_ray"]
+__all__ = ["init_ray", "finish_ray"]
+
+_STARTED_HERE = False  # whether init_ray started the local Ray this process uses (finish_ray stops only that)
+IDLE_WORKER_KEEP_MS = 30 * 60 * 1000  # a local Ray's idle pooled workers: kept, not exited (see above)
 
 
 def init_ray(address: str | None = None, cfg=None, **local_kwargs) -> None:
@@ -27,18 +39,49 @@ def init_ray(address: str | None = None, cfg=None, **local_kwargs) -> None:
 
     import ray
 
+    from . import ray_console
+
+    global _STARTED_HERE
     if ray.is_initialized():
         return
+    ray_console.install_logging_only()  # before ray.init, which logs the token notice
     address = address or (cfg.ray.address if cfg else None) or os.environ.get("RAY_ADDRESS")
     repo = str(Path(__file__).resolve().parents[1])  # the checkout holding ssd_ray/
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     if address:
         ray.init(address=address, log_to_driver=True,
                  runtime_env=None if os.environ.get("RAY_JOB_ID") else {"env_vars": env})
+        ray_console.install()
         return
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    # Pooled workers stay until shutdown instead of leaving after 1 s idle: a graceful idle exit is
+    # where Ray's exit crash happens (module docstring); at shutdown they are killed outright.
+    system_config = {"idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEEP_MS,
+                     **local_kwargs.pop("_system_config", {})}
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             runtime_env={"env_vars": env}, log_to_driver=True, **local_kwargs)
+             runtime_env={"env_vars": env}, log_to_driver=True, _system_config=system_config, **local_kwargs)
+    _STARTED_HERE = True
+    ray_console.install()
+
+
+def finish_ray(succeeded: bool) -> None:
+    """The driver is done with Ray. After a success, crash reports of Ray's helper processes are kept
+    off the console (`ray_console`); a local Ray started by `init_ray` is shut down now, which kills
+    its idle workers instead of letting them exit one by one (see the module docstring). A Ray this
+    process joined or was handed (a cluster, a test's Ray, a Tune trial) is left running.
+    """
+    global _STARTED_HERE
+    from . import ray_console
+
+    if succeeded:
+        ray_console.mark_run_succeeded()
+    if not _STARTED_HERE:
+        return
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    _STARTED_HERE = False

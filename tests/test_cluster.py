@@ -41,9 +41,12 @@ def _cluster_cfg() -> dict:
     return yaml.safe_load(CLUSTER_YAML.read_text())
 
 
-def _node_type(cfg: dict, role: str) -> tuple[str, dict]:
-    found = [(k, v) for k, v in cfg["available_node_types"].items() if v.get("labels", {}).get("role") == role]
-    assert len(found) == 1, f"expected one node type labelled role={role}, got {[k for k, _ in found]}"
+def _node_type(cfg: dict, role: str, spot: bool = False) -> tuple[str, dict]:
+    """The node type labelled `role`: the on-demand one, or with `spot` the spot one."""
+    found = [(k, v) for k, v in cfg["available_node_types"].items() if v.get("labels", {}).get("role") == role
+             and ("InstanceMarketOptions" in v["node_config"]) == spot]
+    assert len(found) == 1, f"expected one {'spot' if spot else 'on-demand'} node type labelled role={role}, " \
+                            f"got {[k for k, _ in found]}"
     return found[0]
 
 
@@ -95,6 +98,14 @@ def test_cluster_yaml_layout():
     assert "--host 0.0.0.0 --port 5000" in head_start  # MLflow for the workers (see docs/cluster.md)
     worker_start = "\n".join(cfg["worker_start_ray_commands"])
     assert "RAY_AUTH_MODE=token" in worker_start and "RAY_AUTH_TOKEN_PATH=/mnt/efs/" in worker_start
+    # Spot GPU nodes beside the on-demand ones: same resources and role (the train label selector
+    # places workers on both), marked as spot, and their start commands run the spot watcher.
+    _, spot = _node_type(cfg, "train", spot=True)
+    assert spot["resources"] == train["resources"] and spot["labels"] == {"role": "train", "market": "spot"}
+    assert spot["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert spot["min_workers"] == 0 and cfg["max_workers"] >= data["max_workers"] + train["max_workers"]
+    assert "instance-life-cycle" in worker_start and "python -m pipelines.spot_watcher --address=$RAY_HEAD_IP:6379" \
+        in worker_start
     # The security group gets Ray's defaults only: no ingress rule opening 5000/8265/6379.
     assert "IpPermissions" not in cfg["provider"].get("security_group", {})
 
@@ -109,13 +120,15 @@ def test_placeholder_efs_id_stops_setup_with_a_message():
 
 
 # ------------------------------------------------------------------------- documented placement
-def _documented_train_commands() -> list[list[str]]:
+def _documented_train_commands(bucket: bool = False) -> list[list[str]]:
     """The `ray job submit ... -- python -m pipelines.train ...` commands of docs/cluster.md, as argv
-    after `--`; the first is section 5's, the second the resume example."""
+    after `--`; the first is section 5's, the second the resume example (`bucket`: section 1b's)."""
     text = CLUSTER_DOC.read_text()
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-    cmds = [shlex.split(b.replace("\\\n", " ")) for b in blocks if "ray job submit" in b and "pipelines.train" in b]
-    assert len(cmds) == 2, "docs/cluster.md should show a train and a resume `ray job submit` command"
+    cmds = [shlex.split(b.replace("\\\n", " ")) for b in blocks if "ray job submit" in b and "pipelines.train" in b
+            and ("s3://" in b) == bucket]
+    assert len(cmds) == (1 if bucket else 2), \
+        "docs/cluster.md should show a train and a resume `ray job submit` command, and one for the bucket variant"
     return [argv[argv.index("--") + 1:] for argv in cmds]
 
 
@@ -153,6 +166,36 @@ def test_documented_cluster_command_gives_a_valid_config_matching_the_node_label
     from ssd_ray.config import config_to_dict
 
     assert config_to_dict(resumed) == config_to_dict(cfg)
+
+
+def test_bucket_variant_command_config_and_setup(tmp_path):
+    # Section 1b's command: data and runs in S3, MLflow on the head's server, same placement.
+    (cmd,) = _documented_train_commands(bucket=True)
+    _, cfg = _load_documented(cmd)
+    assert cfg.data.root.startswith("s3://") and cfg.ray.storage_path.startswith("s3://")
+    assert cfg.mlflow.tracking_uri.startswith("http://")
+    assert cfg.ray.data_label_selector == _node_type(_cluster_cfg(), "data")[1]["labels"]
+    # cluster.yaml: EFS_ID=none needs a bucket, then records the variant for the start commands.
+    cmd0 = _cluster_cfg()["setup_commands"][0]
+    script = cmd0.split("sudo apt-get")[0].replace("EFS_ID=fs-REPLACE_ME", "EFS_ID=none")
+    env = {**os.environ, "HOME": str(tmp_path)}
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=10, env=env)
+    assert r.returncode == 1 and "put your bucket" in r.stderr
+    r = subprocess.run(["bash", "-c", script.replace("s3://REPLACE_ME/ssd-ray", "s3://my-bucket/ssd-ray")],
+                       capture_output=True, text=True, timeout=10, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ssd-ray.env").read_text().strip() == "SSD_RAY_BUCKET=s3://my-bucket/ssd-ray"
+    # The documented edit (uncommenting the instance profile lines) keeps the file valid for Ray, and
+    # no credentials are written in it.
+    from ray.autoscaler._private.util import fillout_defaults, validate_config
+
+    text = CLUSTER_YAML.read_text()
+    assert text.count("# IamInstanceProfile: {Name: ssd-ray-node}") == 3
+    assert "AWS_SECRET_ACCESS_KEY" not in text and "aws_secret_access_key" not in text
+    variant = yaml.safe_load(text.replace("# IamInstanceProfile:", "IamInstanceProfile:"))
+    for role, spot in (("data", False), ("train", False), ("train", True)):
+        assert _node_type(variant, role, spot)[1]["node_config"]["IamInstanceProfile"] == {"Name": "ssd-ray-node"}
+    validate_config(fillout_defaults(variant))
 
 
 def test_single_machine_config_sets_no_placement_and_overrides_switch_it_on():

@@ -67,8 +67,29 @@ def test_overrides_apply_with_yaml_types():
 
 
 def test_batch_must_divide_by_workers(tmp_path):
-    with pytest.raises(ConfigError, match="batch_size=32 must divide by ray.num_workers=3"):
+    with pytest.raises(ConfigError, match=r"batch_size=32 must divide by every worker count in ray.num_workers=3 "
+                                          r"\(it is the global batch\); it does not divide by \[3\]"):
         load_config(ROOT / "configs/voc300.yaml", ["ray.num_workers=3"])
+
+
+def test_elastic_worker_range_from_yaml_or_cli_and_checked_against_the_batch():
+    cfg = load_config(ROOT / "configs/voc300.yaml", ["ray.num_workers=[1, 2]"])
+    assert cfg.ray.num_workers == (1, 2) and cfg.ray.elastic and (cfg.ray.min_workers, cfg.ray.max_workers) == (1, 2)
+    # --num-workers 4-8; 840 = lcm(4..8): every count in the range gets an equal share.
+    wide = load_config(ROOT / "configs/voc300.yaml", ["ray.num_workers=4-8", "train.batch_size=840"])
+    assert wide.ray.num_workers == (4, 8)
+    assert load_config(ROOT / "configs/voc300.yaml", ["ray.num_workers=2-2"]).ray.num_workers == 2  # not elastic
+    fixed = load_config(ROOT / "configs/voc300.yaml", ["ray.num_workers=8"]).ray
+    assert not fixed.elastic and fixed.min_workers == fixed.max_workers == 8
+    # 32 images split over 1..8 workers: 3, 5, 6 and 7 leave remainders.
+    with pytest.raises(ConfigError, match=r"does not divide by \[3, 5, 6, 7\]"):
+        load_config(ROOT / "configs/voc300.yaml", ["ray.num_workers=[1, 8]"])
+    for bad, why in (("[3, 2]", "1 <= min <= max"), ("[0, 2]", "1 <= min <= max"), ("[1, 2, 4]", "int or \\[min, max\\]")):
+        with pytest.raises(ConfigError, match=why):
+            load_config(ROOT / "configs/voc300.yaml", [f"ray.num_workers={bad}"])
+    from ssd_ray.config import config_from_dict, config_to_dict
+
+    assert config_from_dict(config_to_dict(cfg)) == cfg  # [min, max] round-trips through the resolved YAML
 
 
 def test_num_classes_derived_or_checked():

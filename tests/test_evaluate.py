@@ -319,7 +319,8 @@ def perfect_detector(monkeypatch, colour_dataset):
     post = _module(monkeypatch, "ssd_ray.postprocess")
     calls = []
 
-    def detect(loc, conf, priors, conf_thresh=0.01, nms_thresh=0.45, top_k=200, nms_top_k=200, variance=(0.1, 0.2)):
+    def detect(loc, conf, priors, conf_thresh=0.01, nms_thresh=0.45, top_k=200, nms_top_k=200, variance=(0.1, 0.2),
+               clip_before_nms=False):
         calls.append((loc.shape[0], conf_thresh, nms_thresh, top_k, nms_top_k))
         out = []
         for b in range(loc.shape[0]):
@@ -361,7 +362,7 @@ def test_prediction_on_shards_scores_like_one_run(colour_dataset, perfect_detect
     assert [d["image_id"] for d in dets] == ["im0", "im1", "im2"]
     assert all(d["boxes"].min() >= 0 and d["boxes"].dtype == np.float32 for d in dets)  # clipped
     gathered = {d["image_id"]: d for d in reversed(dets)}  # any order when keyed by image_id
-    a = score_detections(colour_dataset, gathered)
+    a = score_detections(colour_dataset, gathered, detect_args=DetectArgs())  # what evaluate_model records
     b = evaluate_model(model, priors, colour_dataset, 24)
     assert a.to_json() == b.to_json()
     voc_only = score_detections(colour_dataset, dets, iou_types=("voc",))

@@ -14,8 +14,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ssd_ray"
 # Layer of each top-level part of the package; a module may import its own layer or lower ones.
 LAYERS = {
     "config": 0, "priors": 0, "boxes": 0, "loss": 0, "postprocess": 0, "model": 0, "data": 0,
-    "checkpoint": 0, "runtime": 0, "cli": 0, "provenance": 0,
-    "evaluate": 1, "predict": 1, "export": 1, "mlflow_model": 1, "mlflow_model_code": 1,
+    "checkpoint": 0, "runtime": 0, "cli": 0, "provenance": 0, "spot": 0, "storage": 0,
+    "errors": 0, "ray_console": 0,
+    "evaluate": 1, "inference": 1, "predict": 1, "export": 1, "export_detect": 1, "convert": 1, "mlflow_model": 1, "mlflow_model_code": 1,
     "train": 2,
     "tune": 3,
 }

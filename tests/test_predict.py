@@ -196,7 +196,9 @@ def test_predict_cli_writes_json_and_images_and_skips_corrupt(checkpoint, tmp_pa
         rc = main(["--checkpoint", checkpoint, "--images", str(src), "--out", str(out), "--score", "0.1",
                    "--batch-size", "4"])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["one.jpg", "one.json", "two.json", "two.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["one.jpg", "one.json", "runs.jsonl", "skipped.jsonl",
+                                                     "two.json", "two.png"]
+    assert json.loads((out / "skipped.jsonl").read_text())["image"] == str(src / "broken.jpg")
     data = json.loads((out / "one.json").read_text())
     assert data["image"] == str(src / "one.jpg") and (data["width"], data["height"]) == (90, 60)
     assert data["detections"], "random weights at score 0.1 still give detections"

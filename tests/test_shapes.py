@@ -173,3 +173,69 @@ def test_parallel_rendering_writes_the_same_files(tmp_path, monkeypatch):
     assert files == sorted(p.relative_to(pooled) for p in Path(pooled).rglob("*") if p.is_file())
     for f in files:
         assert (Path(serial) / f).read_bytes() == (Path(pooled) / f).read_bytes(), f
+
+
+# ------------------------------------------------------------------ where the generator may write
+def test_generator_refuses_a_folder_it_did_not_write(tmp_path):
+    from ssd_ray.data.shapes import NotGeneratorFolderError, target_problem
+
+    user = tmp_path / "mine"
+    (user / "VOC2007" / "JPEGImages").mkdir(parents=True)
+    (user / "VOC2007" / "JPEGImages" / "train_000000.jpg").write_bytes(b"my own photo")  # a generator-like name
+    (user / "notes.txt").write_text("keep me")
+    before = _files(user)
+    assert "no .shapes_meta.json stamp" in target_problem(user)
+    with pytest.raises(NotGeneratorFolderError, match=str(user)):
+        write_shapes(user, "voc", 4, 2, SEED)
+    assert _files(user) == before  # not one byte written, renamed or removed
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(NotGeneratorFolderError, match="not a folder"):
+        write_shapes(tmp_path / "a_file", "voc", 4, 2, SEED)
+    # Missing and empty folders are fine.
+    assert target_problem(tmp_path / "missing") is None
+    (tmp_path / "empty").mkdir()
+    assert target_problem(tmp_path / "empty") is None
+
+
+def test_stamp_in_progress_first_complete_last(tmp_path, monkeypatch):
+    """An interrupted generation leaves an "in_progress" stamp: not complete for find_existing, but the
+    generator's own folder, so the next run redoes it."""
+    import ssd_ray.data.shapes as shapes
+
+    out = tmp_path / "s"
+    seen = []
+    real = shapes._write_voc
+
+    def interrupted(o, *args, **kwargs):
+        seen.append(json.loads((out / ".shapes_meta.json").read_text())["status"])  # stamp exists before any image
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shapes, "_write_voc", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_shapes(out, "voc", 3, 1, SEED)
+    assert seen == ["in_progress"]
+    assert json.loads((out / ".shapes_meta.json").read_text())["status"] == "in_progress"
+    assert find_existing(out, "voc", 3, 1, SEED) is None
+    monkeypatch.setattr(shapes, "_write_voc", real)
+    write_shapes(out, "voc", 3, 1, SEED)  # allowed: the folder carries the generator's stamp
+    assert json.loads((out / ".shapes_meta.json").read_text())["status"] == "complete"
+    assert find_existing(out, "voc", 3, 1, SEED) == str(out)
+
+
+def test_stamp_without_status_reads_as_complete(tmp_path):
+    """Folders written before the in-progress stamp (stamp written last, no status) stay usable."""
+    out = Path(write_shapes(tmp_path / "old", "voc", 3, 1, SEED))
+    stamp = json.loads((out / ".shapes_meta.json").read_text())
+    del stamp["status"]
+    (out / ".shapes_meta.json").write_text(json.dumps(stamp))
+    assert find_existing(out, "voc", 3, 1, SEED) == str(out)
+
+
+def test_make_shapes_cli_refuses_a_user_folder(tmp_path, capsys):
+    (tmp_path / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(SystemExit) as e:
+        make_shapes_main(["--out", str(tmp_path), "--train", "2", "--val", "1", "--force"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "missing or empty folder" in err and "Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir()] == ["photo.jpg"]

@@ -174,3 +174,57 @@ def test_compiled_step_under_ddp_matches_eager_and_checkpoints_bare_keys(tmp_pat
         assert not any(k.startswith(("_orig_mod.", "module.")) for k in sd)
     finally:
         dist.destroy_process_group()
+
+
+def _half_batch_on_rank(rank, world, init_file, out_dir):
+    """One gloo rank: DDP over the light model, this rank's half of `_crowded_batch`, one step."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        model, priors = _parts(seed=5)
+        model.eval()  # BatchNorm on running statistics: batch statistics would differ between halves
+        images, boxes, labels = (t[rank * 2:(rank + 1) * 2] for t in _crowded_batch())
+        step = TrainStep(model, priors, _sgd(model), StepSettings(), net=DDP(model), world_size=world)
+        out = step(images, boxes, labels)
+        grads = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        torch.save({"grads": grads, "loss": out.loss}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _crowded_batch():
+    """4 images: the first two hold one box each, the last two five each (uneven positives per half)."""
+    images, _, _ = _batch(7)
+    boxes = torch.zeros(4, 5, 4)
+    labels = torch.full((4, 5), -1)
+    boxes[0, 0], boxes[1, 0] = torch.tensor([0.1, 0.1, 0.6, 0.6]), torch.tensor([0.3, 0.2, 0.9, 0.7])
+    labels[0, 0], labels[1, 0] = 0, 1
+    for i in (2, 3):
+        for k in range(5):
+            x, y = 0.05 + 0.18 * k, 0.1 + 0.15 * (k % 3)
+            boxes[i, k] = torch.tensor([x, y, x + 0.15, y + 0.2])
+            labels[i, k] = k % 2
+    return images, boxes, labels
+
+
+def test_two_ranks_give_the_single_process_gradient_of_the_global_batch(tmp_path):
+    """Split invariance: the global batch on 1 process vs its halves on 2 gloo ranks, same weights.
+    The halves hold different numbers of positives, so per-rank normalisation would not agree."""
+    import torch.multiprocessing as mp
+
+    model, priors = _parts(seed=5)
+    model.eval()
+    single = TrainStep(model, priors, _sgd(model), StepSettings())
+    out = single(*_crowded_batch())
+    ref = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    mp.spawn(_half_batch_on_rank, args=(2, str(tmp_path / "pg"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    # DDP averages the ranks' gradients: both hold the same all-reduced gradient. Float32 sums in a
+    # different order: relative tolerance 1e-4 of the gradient's norm.
+    torch.testing.assert_close(r0["grads"], r1["grads"])
+    assert float((r0["grads"] - ref).norm()) <= 1e-4 * float(ref.norm())
+    # The ranks' losses average to the global batch's loss.
+    assert float((r0["loss"] + r1["loss"]) / 2) == pytest.approx(float(out.loss), rel=1e-5)

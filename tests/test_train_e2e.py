@@ -83,7 +83,11 @@ def test_two_workers_checkpoint_mlflow_and_nan_skip(ray_local, shapes_root, tmp_
     assert client.get_metric_history(run.info.run_id, "skipped_steps")[-1].value == 1
     assert client.get_metric_history(run.info.run_id, "val_mAP")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "curves.png", "final", "eval", "best"} <= artifacts
+    assert {"config.yaml", "curves.png", "eval", "provenance"} <= artifacts
+    # Final and best weights are MLflow models of the run (logged once, by the driver).
+    models = {m.name: m for m in client.search_logged_models(experiment_ids=[run.info.experiment_id])
+              if m.source_run_id == run.info.run_id}
+    assert set(models) == {"model", "best_model"} and all(m.status == "READY" for m in models.values())
     # The model file loads with weights_only and rebuilds the network.
     loaded = ckpt_io.load_model(summary.model_file)
     assert loaded.priors.shape[0] == sum(f * f * 4 for f in (8, 4, 2, 1)) and loaded.class_names[0] == "circle"
@@ -125,6 +129,7 @@ def test_resume_by_config_name_and_lr_restored(ray_local, shapes_root, tmp_path)
 
 
 def test_killed_worker_restarts_from_checkpoint(ray_local, shapes_root, tmp_path):
+    import ray
     from ray.util.state import list_actors
 
     cfg = tiny_config(shapes_root, tmp_path, max_iter=400, checkpoint_every=20, eval_every=400, log_every=50)
@@ -137,7 +142,10 @@ def test_killed_worker_restarts_from_checkpoint(ray_local, shapes_root, tmp_path
             if runs:
                 break
             time.sleep(0.2)
-        for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
+        # This test's own cluster, by its dashboard: other Ray instances on the machine must not confuse it.
+        dashboard = "http://" + ray._private.worker.global_worker.node.address_info["webui_url"]
+        for a in list_actors(address=dashboard,
+                             filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
             os.kill(a.pid, signal.SIGKILL)
             killed["at"] = latest_checkpoint(runs[0])[0]
             return
@@ -148,4 +156,11 @@ def test_killed_worker_restarts_from_checkpoint(ray_local, shapes_root, tmp_path
     t.join(timeout=5)
     assert "at" in killed and killed["at"] < 400, "the worker was not killed mid-run"
     assert summary.iterations == 400
-    assert latest_checkpoint(summary.run_dir)[0] == 400
+    it, folder = latest_checkpoint(summary.run_dir)
+    assert it == 400
+    # The restart began at the restored checkpoint's iteration, and so did its data stream (each
+    # attempt: [restored iteration, workers, stream start]); the run's first attempt started at 0.
+    attempts = ckpt_io.load(folder)["counters"]["attempts"]
+    assert attempts[0] == [0, 1, 0] and len(attempts) >= 2
+    restored, workers, stream_start = attempts[1]
+    assert restored >= killed["at"] and restored % 20 == 0 and stream_start == restored and workers == 1

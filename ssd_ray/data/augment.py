@@ -23,6 +23,8 @@ How it is made fast (see bench/data.py for the figures):
   different ranges and fixed orders (not the reference's "contrast before or after HSV" coin, nor
   its per-step p 0.5), and its crop/expand transforms build the canvas and work per step, which is
   what this module avoids. Importing it also pulls in torch, which the per-sample path does not need.
+  Users' own albumentations transforms (`data.augment.extra`) run before this recipe, on the source
+  image: ssd_ray/data/extra_augment.py.
 
 Conventions: images uint8 HxWx3 RGB; boxes `[n,4]` float32 xyxy relative 0..1; labels `[n]` int64;
 randomness only from the `numpy.random.Generator` passed in (the caller seeds it with
@@ -62,12 +64,21 @@ _HUE_UNITS_PER_DEGREE = 256.0 / 360.0  # cv2 *_HSV_FULL stores hue 0..360 degree
 def decode_image(path_or_bytes: str | os.PathLike | bytes | bytearray | memoryview) -> np.ndarray:
     """Decode a JPEG/PNG/... file or its bytes to uint8 `[H,W,3]` RGB (grey and RGBA become RGB).
 
-    Raises ValueError naming the file (or saying "<bytes>") when it cannot be read or decoded, so that
-    the pipeline can catch one exception type and count a skip.
+    A path may be a URI (`s3://bucket/...`): the object is read through `ssd_ray.storage`, with its
+    bounded retries. Raises ValueError naming the file (or saying "<bytes>") when it cannot be read or
+    decoded, so that the pipeline can catch one exception type and count a skip.
     """
+    from .. import storage
+
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         where = f"<{len(path_or_bytes)} bytes>"
         buf = np.frombuffer(path_or_bytes, dtype=np.uint8)
+    elif storage.is_uri(path_or_bytes):
+        where = os.fspath(path_or_bytes)
+        try:
+            buf = np.frombuffer(storage.read_bytes(where), dtype=np.uint8)
+        except OSError as e:  # retried already: an object that stays unreadable is a bad image
+            raise ValueError(f"cannot read image {where}: {e}") from e
     else:
         where = os.fspath(path_or_bytes)
         try:

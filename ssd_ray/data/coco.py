@@ -8,7 +8,8 @@ category ids map to contiguous 0-based labels (`label = index in the sorted ids`
 Coordinates: COCO `bbox = [x, y, w, h]` is 0-based pixels with exclusive extent, so
 `x1 = x / W`, `y1 = y / H`, `x2 = (x + w) / W`, `y2 = (y + h) / H`, then clipped to 0..1.
 
-Dropped without complaint: `iscrowd` annotations (not detection targets). Counted in
+Dropped without complaint: `iscrowd` annotations (not detection targets), and with `class_names`
+(a `data.classes` subset) the other categories' annotations (counted as `excluded_class`). Counted in
 `dataset.skipped` and logged: `bad_annotation` (entry without id/image_id/category_id or a bbox that
 is not 4 finite numbers), `unknown_category`, `empty_box` (w<=0 or h<=0 after clipping),
 `unknown_image` (annotation for an image id not in `images`), `bad_image_entry` (image without
@@ -27,10 +28,13 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
+from ssd_ray import storage
 from ssd_ray.data.records import DetectionDataset, ImageRecord, SkipCounter
+from ssd_ray.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ def image_dir(root: str, split: str) -> str:
     root = os.fspath(root)
     candidates = [os.path.join(root, "images", split), os.path.join(root, split)]
     for c in candidates:
-        if os.path.isdir(c):
+        if storage.is_dir(c):
             return c
     raise FileNotFoundError(f"COCO image folder for split {split!r} not found: tried {candidates}")
 
@@ -72,11 +76,10 @@ def coco_api(root: str, split: str, skipped: SkipCounter | None = None):
     from pycocotools.coco import COCO  # imported here: `ssd_ray.data` users that never read COCO skip it
 
     path = annotation_file(root, split)
-    if not os.path.isfile(path):
+    if not storage.is_file(path):
         raise FileNotFoundError(f"COCO annotation file not found: {path}")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(storage.read_bytes(path).decode("utf-8"))  # a local file or an object in a bucket
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON: {e}") from e
     if not isinstance(data, dict):
@@ -116,15 +119,21 @@ def coco_api(root: str, split: str, skipped: SkipCounter | None = None):
     return api
 
 
-def read_coco(root: str, split: str = "train2017", keep_empty: bool = True, api=None) -> DetectionDataset:
+def read_coco(root: str, split: str = "train2017", keep_empty: bool = True, api=None,
+              class_names: Sequence[str] | None = None) -> DetectionDataset:
     """Read one COCO split into a `DetectionDataset`.
 
     Records: `image_id = str(coco image id)`, boxes `[n,4]` float32 xyxy relative 0..1, labels `[n]`
     int64 contiguous 0-based, difficult all False. `keep_empty=False` drops images left without a
     box (a training option). `api` reuses an already loaded `coco_api(root, split)` (it is not changed).
+
+    `class_names` (`data.classes`): train on these categories only, labelled in this order; each must
+    be a category name of the file (`DataError` listing the file's names otherwise). Annotations of
+    the other categories are left out on purpose: counted as `excluded_class` per name, not logged.
+    None: every category, in id order.
     """
-    root = os.path.abspath(os.fspath(root))
-    if not os.path.isdir(root):
+    root = storage.absolute(root)  # a local folder or a bucket URI (ssd_ray/storage.py)
+    if not storage.is_dir(root):
         raise FileNotFoundError(f"COCO root folder not found: {root}")
     skipped = SkipCounter()
     path = annotation_file(root, split)
@@ -135,7 +144,10 @@ def read_coco(root: str, split: str = "train2017", keep_empty: bool = True, api=
     cat_ids = sorted(api.cats)
     if not cat_ids:
         raise ValueError(f"{path}: no categories")
+    if class_names is not None:
+        cat_ids = select_categories(api.cats, class_names, path)
     label_of = {cid: i for i, cid in enumerate(cat_ids)}
+    excluded = {cid: str(c["name"]) for cid, c in api.cats.items() if cid not in label_of}
     class_names = [str(api.cats[cid]["name"]) for cid in cat_ids]
 
     known_images = set(api.imgs)
@@ -144,23 +156,24 @@ def read_coco(root: str, split: str = "train2017", keep_empty: bool = True, api=
             n = len(api.imgToAnns[img_id])
             skipped.skip("unknown_image", path, f"{n} annotation(s) for image id {img_id!r} not in 'images'")
 
-    image_files = set(os.listdir(img_dir))
+    image_files = {e.name for e in storage.list_dir(img_dir) if not e.is_dir}  # one listing, not a stat per image
     records: list[ImageRecord] = []
     for img_id, img in api.imgs.items():
         rec = _read_record(img_id, img, api.imgToAnns.get(img_id, ()), img_dir, image_files,
-                           label_of, path, skipped)
+                           label_of, path, skipped, excluded)
         if rec is None or (not keep_empty and len(rec.boxes) == 0):
             continue
         records.append(rec)
     if skipped:
         log.warning("read_coco %s %s: %d images, skipped %s", root, split, len(records), skipped.summary())
-    return DetectionDataset(class_names=class_names, records=records, skipped=skipped, category_ids=cat_ids)
+    return DetectionDataset(class_names=class_names, records=records, skipped=skipped, category_ids=cat_ids,
+                            coco_sources=[(root, split)])
 
 
 def _image_size(path: str) -> tuple[int, int]:
     from PIL import Image  # header only
 
-    with Image.open(path) as im:
+    with storage.open_input(path) as f, Image.open(f) as im:
         return im.size
 
 
@@ -172,12 +185,30 @@ def _positive_int(value) -> int:
     return max(v, 0)
 
 
+def select_categories(cats: dict, class_names: Sequence[str], path: str) -> list:
+    """Category ids of `class_names`, in that order, from a pycocotools `cats` dict (id -> entry)."""
+    by_name: dict[str, list] = {}
+    for cid, c in cats.items():
+        by_name.setdefault(str(c["name"]), []).append(cid)
+    available = ", ".join(sorted(by_name))
+    missing = [n for n in class_names if n not in by_name]
+    if missing:
+        raise DataError(f"data.classes names {missing} but {path} has no such category; its categories "
+                        f"are: {available}")
+    ambiguous = [n for n in class_names if len(by_name[n]) > 1]
+    if ambiguous:
+        raise DataError(f"{path}: categories {ambiguous} appear under several ids "
+                        f"({ {n: sorted(by_name[n]) for n in ambiguous} }): data.classes cannot choose one")
+    return [by_name[n][0] for n in class_names]
+
+
 def _read_record(img_id, img: dict, anns, img_dir: str, image_files: set[str],
-                 label_of: dict[int, int], path: str, skipped: SkipCounter) -> ImageRecord | None:
+                 label_of: dict[int, int], path: str, skipped: SkipCounter,
+                 excluded: dict | None = None) -> ImageRecord | None:
     file_name = img["file_name"]
     image_path = os.path.join(img_dir, file_name)
     # file_name may contain a sub-folder; the listdir set only covers the top level.
-    if file_name not in image_files and not os.path.isfile(image_path):
+    if file_name not in image_files and not storage.is_file(image_path):
         skipped.skip("missing_image", image_path, f"image id {img_id!r} in {path}")
         return None
     width, height = _positive_int(img.get("width")), _positive_int(img.get("height"))
@@ -195,8 +226,12 @@ def _read_record(img_id, img: dict, anns, img_dir: str, image_files: set[str],
         if ann.get("iscrowd", 0):
             continue
         cid = ann["category_id"]
+        if excluded and cid in excluded:  # outside the data.classes subset: on purpose
+            skipped.skip("excluded_class", path, f"annotation {ann['id']!r}: {excluded[cid]!r}",
+                         key=excluded[cid], log_it=False)
+            continue
         if not isinstance(cid, int) or cid not in label_of:
-            skipped.skip("unknown_category", path, f"annotation {ann['id']!r}: category_id {cid!r}")
+            skipped.skip("unknown_category", path, f"annotation {ann['id']!r}: category_id {cid!r}", key=cid)
             continue
         bbox = ann.get("bbox")
         try:

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from .augment import SSDAugmentation, decode_image
+from .extra_augment import ExtraAugment, SSDWithExtra
 from .records import DetectionDataset, ImageRecord
 
 log = logging.getLogger(__name__)
@@ -54,19 +55,24 @@ class _Sample:
 
 
 class TrainSampleMaker:
-    """`map_batches` function: `{"epoch", "index"}` rows -> decoded, augmented, padded samples.
+    """`map_batches` function: `{"epoch", "index", "start_iter"}` rows -> decoded, augmented, padded samples.
 
     Output columns: `image` uint8 `[b,S,S,3]` RGB, `boxes` float32 `[b,M,4]` xyxy 0..1, `labels` int64
-    `[b,M]` (0-based, -1 = padding), `skipped` int32 `[b]` (unreadable images replaced to make this row).
+    `[b,M]` (0-based, -1 = padding), `skipped` int32 `[b]` (unreadable images replaced to make this row),
+    `extra_dropped` int32 `[b]` (boxes that `data.augment.extra` pushed out of the image; 0 without extras),
+    `start_iter` int64 `[b]` (the iteration the stream began at, passed through when the rows have it).
     An unreadable image is logged with its path, counted, and replaced by another record chosen
     deterministically, so the stream keeps its length and DDP ranks stay in step.
     """
 
-    def __init__(self, records: list[ImageRecord], augment: SSDAugmentation, seed: int, max_boxes: int):
+    def __init__(self, records: list[ImageRecord], augment: SSDAugmentation | SSDWithExtra, seed: int,
+                 max_boxes: int):
         self.samples = [_Sample(r.path, r.boxes, r.labels) for r in records]
         self.augment = augment
         self.seed = seed
         self.max_boxes = max_boxes
+        if isinstance(augment, SSDWithExtra):
+            augment.prepare()  # import albumentations and build the extras while the actor starts
 
     def _load(self, index: int) -> tuple[np.ndarray, _Sample, int]:
         n = len(self.samples)
@@ -86,20 +92,38 @@ class TrainSampleMaker:
         boxes = np.zeros((b, m, 4), dtype=np.float32)
         labels = np.full((b, m), -1, dtype=np.int64)
         skipped = np.zeros(b, dtype=np.int32)
+        dropped = np.zeros(b, dtype=np.int32)
+        with_extra = isinstance(self.augment, SSDWithExtra)
         for row, (epoch, index) in enumerate(zip(batch["epoch"].tolist(), batch["index"].tolist())):
             image, s, skipped[row] = self._load(index)
             rng = np.random.default_rng([self.seed, epoch, index])
-            img, bx, lb = self.augment(image, s.boxes, s.labels, rng)
+            try:
+                img, bx, lb = self.augment(image, s.boxes, s.labels, rng)
+            except Exception as e:  # a user's extra transform can fail on one image size: say which image
+                raise RuntimeError(f"augmenting {s.path} ({image.shape[1]}x{image.shape[0]}) failed: "
+                                   f"{type(e).__name__}: {e}") from e
+            if with_extra:
+                dropped[row] = self.augment.last_dropped
             images[row] = img
             k = min(len(bx), m)  # more than max_boxes objects: the rest are dropped (config data.max_boxes)
             boxes[row, :k], labels[row, :k] = bx[:k], lb[:k]
-        return {"image": images, "boxes": boxes, "labels": labels, "skipped": skipped}
+        out = {"image": images, "boxes": boxes, "labels": labels, "skipped": skipped, "extra_dropped": dropped}
+        if "start_iter" in batch:  # where the training stream began: the loop's resume check
+            out["start_iter"] = np.asarray(batch["start_iter"], np.int64)
+        return out
 
 
-def make_augmentation(cfg) -> SSDAugmentation:
+def make_augmentation(cfg) -> SSDAugmentation | SSDWithExtra:
+    """The training augmentation of `cfg.data.augment`: the SSD recipe, after the albumentations extras if any.
+
+    Without `extra` this is the plain `SSDAugmentation` (albumentations is never imported).
+    """
     a = cfg.data.augment
-    return SSDAugmentation(cfg.model.min_dim, photometric=a.photometric, expand=a.expand,
-                           max_expand_ratio=a.max_expand_ratio, crop=a.crop, mirror=a.mirror)
+    ssd = SSDAugmentation(cfg.model.min_dim, photometric=a.photometric, expand=a.expand,
+                          max_expand_ratio=a.max_expand_ratio, crop=a.crop, mirror=a.mirror)
+    if not a.extra:
+        return ssd
+    return SSDWithExtra(ssd, ExtraAugment(a.extra, a.extra_min_visibility))
 
 
 def data_remote_args(cfg) -> dict:
@@ -137,6 +161,20 @@ class IdleBackoff(_CallbackBase):
         time.sleep(self.STEP_SLEEP_S)
 
 
+def configure_data_context() -> None:
+    """This process's Ray Data context for training streams (Ray Train hands the driver's to the workers).
+
+    No progress bars: rank 0's log line per iteration window is the progress report. The scheduling
+    loop is paced by `IdleBackoff`.
+    """
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    if IdleBackoff not in ctx.custom_execution_callback_classes:
+        ctx.custom_execution_callback_classes.append(IdleBackoff)
+
+
 def build_train_dataset(dataset: DetectionDataset, cfg, start_iter: int = 0):
     """The lazy Ray dataset of training samples for iterations `[start_iter, max_iter)`.
 
@@ -148,11 +186,10 @@ def build_train_dataset(dataset: DetectionDataset, cfg, start_iter: int = 0):
     if count <= 0:
         raise ValueError(f"nothing to train: start iteration {start_iter} >= max_iter {cfg.train.max_iter}")
     epochs, index = sample_schedule(len(dataset.records), cfg.train.seed, start_iter * cfg.train.batch_size, count)
-    blocks = [pa.table({"epoch": epochs[i:i + ROWS_PER_BLOCK], "index": index[i:i + ROWS_PER_BLOCK]})
-              for i in range(0, count, ROWS_PER_BLOCK)]
-    ctx = ray.data.DataContext.get_current()  # datasets carry the driver's context to the workers
-    if IdleBackoff not in ctx.custom_execution_callback_classes:
-        ctx.custom_execution_callback_classes.append(IdleBackoff)
+    starts = np.full(count, start_iter, np.int64)  # every row says where its stream began (resume check)
+    blocks = [pa.table({"epoch": epochs[i:i + ROWS_PER_BLOCK], "index": index[i:i + ROWS_PER_BLOCK],
+                        "start_iter": starts[i:i + ROWS_PER_BLOCK]}) for i in range(0, count, ROWS_PER_BLOCK)]
+    configure_data_context()  # datasets carry the context of the process that builds them
     # A pool of long-lived actors, not tasks: Ray reaped idle task workers between backpressured
     # tasks, so every task paid a fresh process (imports + unpickling the records), which measured
     # as most of the data cost on 2 cores. Actors load the records once.

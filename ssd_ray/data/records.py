@@ -43,14 +43,50 @@ class ImageRecord:
 
 
 class SkipCounter(Counter):
-    """Counts skipped samples and boxes by reason; every skip is also logged with the file it came from."""
+    """Counts skipped samples and boxes by reason, keeps a few examples of each, and logs them.
 
-    def skip(self, reason: str, where: str, detail: str = "") -> None:
+    The first `LOG_FIRST` skips of a reason are logged one by one with the file they came from (the
+    reader's summary line gives the totals), so a dataset with thousands of bad entries does not
+    bury the console. `key` (a class name, a category id) is counted per reason in `keys`: it is how
+    a run reports which class names the annotations use. `log=False` counts without logging (objects
+    left out on purpose, e.g. classes outside a `data.classes` subset).
+    """
+
+    LOG_FIRST = 5
+    MAX_EXAMPLES = 3
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.examples: dict[str, list[str]] = {}  # reason -> up to MAX_EXAMPLES "where: detail"
+        self.keys: dict[str, Counter] = {}  # reason -> Counter of keys
+
+    def skip(self, reason: str, where: str, detail: str = "", key=None, log_it: bool = True) -> None:
         self[reason] += 1
-        log.warning("skipped (%s): %s%s", reason, where, f": {detail}" if detail else "")
+        text = f"{where}{f': {detail}' if detail else ''}"
+        ex = self.examples.setdefault(reason, [])
+        if len(ex) < self.MAX_EXAMPLES:
+            ex.append(text)
+        if key is not None:
+            self.keys.setdefault(reason, Counter())[key] += 1
+        if log_it and self[reason] <= self.LOG_FIRST:
+            log.warning("skipped (%s): %s%s", reason, text,
+                        " (further skips of this kind are counted, not logged)" if self[reason] == self.LOG_FIRST else "")
+
+    def merge(self, other: "SkipCounter") -> None:
+        """Add another counter's counts, examples and keys (datasets read in parts)."""
+        self.update(other)
+        for reason, ex in getattr(other, "examples", {}).items():
+            mine = self.examples.setdefault(reason, [])
+            mine.extend(ex[:max(0, self.MAX_EXAMPLES - len(mine))])
+        for reason, keys in getattr(other, "keys", {}).items():
+            self.keys.setdefault(reason, Counter()).update(keys)
 
     def summary(self) -> dict[str, int]:
         return dict(sorted(self.items()))
+
+    def __reduce__(self):
+        # Counter pickles only its counts; keep the examples and keys when datasets travel to Ray workers.
+        return self.__class__, (dict(self),), dict(self.__dict__)
 
 
 @dataclass
@@ -60,6 +96,9 @@ class DetectionDataset:
     skipped: SkipCounter = field(default_factory=SkipCounter)
     # Maps contiguous 0-based class id -> the original category id (COCO results files need it).
     category_ids: list[int] | None = None
+    # COCO-format data: the (root, split) of each annotation file the records came from. Official COCO
+    # evaluation scores against these files (crowd regions, given areas, original ids), not the records.
+    coco_sources: list[tuple[str, str]] | None = None
 
     @property
     def num_classes(self) -> int:

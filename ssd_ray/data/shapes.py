@@ -31,6 +31,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ssd_ray.errors import DataError
+
+
+class NotGeneratorFolderError(DataError):
+    """The target folder holds files the generator did not write: it is left untouched."""
+
 # Silhouettes that stay distinct down to the smallest size (~16 px). No hexagon: its edges lie within
 # 0.134 r of its circumcircle, about one pixel at 16 px, so small hexagons were circles in all but
 # name (generator v2 had one; circle/square <-> hexagon were 40 % of a demo model's class confusions).
@@ -39,6 +45,7 @@ SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross
 # Bump when rendering or layout changes, so `find_existing` regenerates stale folders.
 GENERATOR_VERSION = 3
 META_FILE = ".shapes_meta.json"
+_IN_PROGRESS, _COMPLETE = "in_progress", "complete"  # the stamp's "status"
 SPLITS = (("train", 0), ("val", 1))
 
 _EMPTY_FRACTION = 0.05
@@ -355,14 +362,48 @@ def _expected_images(out: str, p: dict) -> list[str]:
     return [os.path.join(out, "images", s, f"{i:06d}.jpg") for s, _ in SPLITS for i in range(p[f"n_{s}"])]
 
 
+def read_stamp(out_dir: str | os.PathLike) -> dict | None:
+    """The generator's stamp in `out_dir` (`.shapes_meta.json`), or None when there is none or it is unreadable."""
+    try:
+        with open(os.path.join(os.fspath(out_dir), META_FILE), encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and "generator_version" in meta else None
+
+
+def target_problem(out_dir: str | os.PathLike) -> str | None:
+    """Why the generator may not write into `out_dir`, or None when it may.
+
+    It may write into a missing or empty folder, or one holding its own stamp (a finished or an
+    interrupted generation: the stamp is written first, marked in progress). Anything else may be
+    someone's data, which ssd-ray never overwrites.
+    """
+    out = os.path.abspath(os.fspath(out_dir))
+    if not os.path.lexists(out):
+        return None
+    if not os.path.isdir(out):
+        return f"{out} exists and is not a folder"
+    if read_stamp(out) is not None:
+        return None
+    entries = sorted(os.listdir(out))
+    if not entries:
+        return None
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    return (f"{out} is not empty ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}: {shown}) and "
+            f"has no {META_FILE} stamp of the shapes generator, so it may hold someone's data")
+
+
 def find_existing(out_dir: str, fmt: str = "voc", n_train: int = 2000, n_val: int = 300, seed: int = 0,
                   size: int = 256, year: str = "2007") -> str | None:
     """`out_dir` if it already holds a complete shapes dataset written with these parameters, else None."""
     out = os.path.abspath(os.fspath(out_dir))
-    try:
-        with open(os.path.join(out, META_FILE), encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
+    meta = read_stamp(out)
+    if meta is None:
+        return None
+    # Stamps written before generation was stamped "in progress" first have no status; they were
+    # written last, so they mean complete.
+    if meta.pop("status", _COMPLETE) != _COMPLETE:
         return None
     p = _params(fmt, n_train, n_val, seed, size, year)
     if meta != p:
@@ -376,6 +417,13 @@ def find_existing(out_dir: str, fmt: str = "voc", n_train: int = 2000, n_val: in
     return out
 
 
+def _write_stamp(out: str, params: dict, status: str) -> None:
+    """Atomically (write + rename): a crash leaves the previous stamp or the new one, never half a file."""
+    stamp = os.path.join(out, META_FILE)
+    _write_bytes(stamp + ".tmp", json.dumps({**params, "status": status}, sort_keys=True).encode())
+    os.replace(stamp + ".tmp", stamp)
+
+
 def write_shapes(out_dir: str, fmt: str = "voc", n_train: int = 2000, n_val: int = 300, seed: int = 0,
                  size: int = 256, year: str = "2007", workers: int | None = None) -> str:
     """Write a shapes dataset and return the root its reader takes.
@@ -383,9 +431,13 @@ def write_shapes(out_dir: str, fmt: str = "voc", n_train: int = 2000, n_val: int
     `fmt="voc"`: `<out>/VOC<year>/{JPEGImages,Annotations,ImageSets/Main/{train,val,trainval}.txt}`;
     read with `read_voc(root, [(year, "train")], class_names=SHAPE_CLASSES)`.
     `fmt="coco"`: `<out>/annotations/instances_{train,val}.json` and `<out>/images/{train,val}/`;
-    read with `read_coco(root, "train")`. A stamp `<out>/.shapes_meta.json` (written last) records the
-    parameters; `find_existing` uses it to skip regeneration. `workers`: rendering processes for
-    large sets (default: the usable CPUs; the files do not depend on it).
+    read with `read_coco(root, "train")`. A stamp `<out>/.shapes_meta.json` records the parameters:
+    written first with `"status": "in_progress"`, rewritten with `"complete"` last; `find_existing`
+    uses it to skip regeneration. `workers`: rendering processes for large sets (default: the usable
+    CPUs; the files do not depend on it).
+
+    Writes only into a missing or empty folder or one holding this stamp (`target_problem`);
+    anything else raises `NotGeneratorFolderError` before a file is written.
     """
     if fmt not in ("voc", "coco"):
         raise ValueError(f"write_shapes: fmt must be 'voc' or 'coco', got {fmt!r}")
@@ -394,10 +446,15 @@ def write_shapes(out_dir: str, fmt: str = "voc", n_train: int = 2000, n_val: int
     if size < 64:
         raise ValueError(f"write_shapes: size must be >= 64 px, got {size}")
     out = os.path.abspath(os.fspath(out_dir))
+    problem = target_problem(out)
+    if problem is not None:
+        raise NotGeneratorFolderError(f"the shapes generator does not write here: {problem}. Choose a missing "
+                                      f"or empty folder")
     os.makedirs(out, exist_ok=True)
-    stamp = os.path.join(out, META_FILE)
-    if os.path.exists(stamp):
-        os.remove(stamp)  # an interrupted rewrite must not look complete
+    p = _params(fmt, n_train, n_val, seed, size, year)
+    # First: an interrupted generation then reads as unfinished (redone next time), never as complete,
+    # and its folder still carries the stamp that lets the generator finish it.
+    _write_stamp(out, p, _IN_PROGRESS)
     counts = {"train": int(n_train), "val": int(n_val)}
     # cv2's thread pool only adds overhead on 256 px images (2x slower wall time on a busy 2-core box).
     prev_threads = cv2.getNumThreads()
@@ -410,6 +467,5 @@ def write_shapes(out_dir: str, fmt: str = "voc", n_train: int = 2000, n_val: int
                 _write_coco(out, counts, seed, size, render)
     finally:
         cv2.setNumThreads(prev_threads)
-    p = _params(fmt, n_train, n_val, seed, size, year)
-    _write_bytes(stamp, json.dumps(p, sort_keys=True).encode())
+    _write_stamp(out, p, _COMPLETE)  # last: only now is the folder a complete dataset
     return out

@@ -1,4 +1,4 @@
-"""Pascal VOC reader: a VOCdevkit folder on disk -> `DetectionDataset`.
+"""Pascal VOC reader: a VOCdevkit folder (local, or a bucket prefix: `ssd_ray.storage`) -> `DetectionDataset`.
 
 Layout read (one folder per year under `root`):
 
@@ -17,7 +17,8 @@ so a box covering the whole image is exactly `[0, 0, 1, 1]` and a one-pixel box 
 
 Bad records never stop a run; each is counted in `dataset.skipped` and logged with its file:
 `bad_xml` (malformed/truncated XML: image skipped), `missing_annotation`, `missing_image`,
-`bad_image` (unreadable header when the size is needed), `unknown_class` (box skipped), `bad_box`
+`bad_image` (unreadable header when the size is needed), `unknown_class` (box skipped; with
+`class_subset`, `excluded_class`: left out on purpose, not logged), `bad_box`
 (missing/non-numeric coordinates: box skipped), `box_clipped` (box outside the image: clipped, kept),
 `empty_box` (zero/negative area after clipping: box dropped), `duplicate_id` (image listed twice).
 An image whose boxes were all dropped stays as a negative (zero boxes). Structural problems -- a
@@ -36,6 +37,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from ssd_ray import storage
 from ssd_ray.data.records import DetectionDataset, ImageRecord, SkipCounter
 
 log = logging.getLogger(__name__)
@@ -75,11 +77,10 @@ def annotation_path(root: str, image_id: str) -> str:
 def read_split_ids(root: str, year: str, split: str) -> list[str]:
     """Ids listed in `root/VOC<year>/ImageSets/Main/<split>.txt` (first token of each non-empty line)."""
     path = os.path.join(root, f"VOC{year}", "ImageSets", "Main", f"{split}.txt")
-    if not os.path.isfile(path):
+    if not storage.is_file(path):
         raise FileNotFoundError(f"VOC split file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        # Class-specific files ("000005 -1") carry a second column; the id is always the first token.
-        ids = [line.split()[0] for line in f if line.strip()]
+    # Class-specific files ("000005 -1") carry a second column; the id is always the first token.
+    ids = [line.split()[0] for line in storage.read_text(path).splitlines() if line.strip()]
     if not ids:
         raise ValueError(f"VOC split file lists no images: {path}")
     return ids
@@ -90,6 +91,7 @@ def read_voc(
     image_sets: Iterable[tuple[str, str]] = DEFAULT_IMAGE_SETS,
     class_names: Sequence[str] | None = None,
     keep_difficult: bool = True,
+    class_subset: bool = False,
 ) -> DetectionDataset:
     """Read the listed `(year, split)` image sets of a VOCdevkit folder into one dataset.
 
@@ -97,9 +99,14 @@ def read_voc(
     `[n]` int64 indexes into `class_names` (default `VOC_CLASSES`), and difficult flags `[n]` bool.
     `keep_difficult=False` drops difficult boxes here (the training default); evaluation reads with
     True and ignores them when matching.
+
+    `class_subset=True`: `class_names` is a chosen subset (`data.classes`), so objects of other classes
+    are left out on purpose: counted as `excluded_class` (per name in `skipped.keys`), not logged one
+    by one. Otherwise they are `unknown_class` (also counted per name), a sign that the data and the
+    class list disagree.
     """
-    root = os.path.abspath(os.fspath(root))
-    if not os.path.isdir(root):
+    root = storage.absolute(root)  # a local folder or a bucket URI (ssd_ray/storage.py)
+    if not storage.is_dir(root):
         raise FileNotFoundError(f"VOC root folder not found: {root}")
     names = check_class_names(class_names, VOC_CLASSES)
     class_index = {n: i for i, n in enumerate(names)}
@@ -114,16 +121,22 @@ def read_voc(
         ids = read_split_ids(root, year, split)  # raises before any per-image work
         year_dir = os.path.join(root, f"VOC{year}")
         image_dir = os.path.join(year_dir, "JPEGImages")
-        # One listdir instead of a stat per image: VOC07+12 is 16k files.
-        image_files = set(os.listdir(image_dir)) if os.path.isdir(image_dir) else set()
+        # One listing instead of a stat per image: VOC07+12 is 16k files (16 requests on S3, not 16k).
+        image_files = ({e.name for e in storage.list_dir(image_dir) if not e.is_dir}
+                       if storage.is_dir(image_dir) else set())
+        todo = []
         for name in ids:
             image_id = f"VOC{year}/{name}"
             if image_id in seen:
                 skipped.skip("duplicate_id", image_id, f"listed again in {split}.txt")
                 continue
             seen.add(image_id)
-            rec = _read_record(image_id, annotation_path(root, image_id), image_dir, image_files,
-                               class_index, keep_difficult, skipped)
+            todo.append(image_id)
+        # Annotation files are fetched concurrently from a bucket (latency, not bandwidth, is their cost).
+        xml_paths = [annotation_path(root, image_id) for image_id in todo]
+        for image_id, (xml_path, data) in zip(todo, storage.read_many(xml_paths)):
+            rec = _read_record(image_id, xml_path, image_dir, image_files,
+                               class_index, keep_difficult, skipped, class_subset, data)
             if rec is not None:
                 records.append(rec)
     if skipped:
@@ -151,7 +164,7 @@ def _int_text(node: ET.Element | None, tag: str) -> int:
 def _image_size(path: str) -> tuple[int, int]:
     from PIL import Image  # header only: PIL reads the size without decoding pixels
 
-    with Image.open(path) as im:
+    with storage.open_input(path) as f, Image.open(f) as im:
         return im.size
 
 
@@ -163,12 +176,25 @@ def _read_record(
     class_index: dict[str, int],
     keep_difficult: bool,
     skipped: SkipCounter,
+    class_subset: bool = False,
+    data: bytes | BaseException | None = None,
 ) -> ImageRecord | None:
-    if not os.path.isfile(xml_path):
+    # data: the XML file's bytes, or the error reading it gave (`storage.read_many`); None: read it here.
+    if data is None:
+        try:
+            data = storage.read_bytes(xml_path)
+        except OSError as e:
+            data = e
+    if isinstance(data, storage.StorageError):  # a refused read or a missing bucket: no record can be read
+        raise data
+    if isinstance(data, (FileNotFoundError, IsADirectoryError)):
         skipped.skip("missing_annotation", xml_path)
         return None
+    if isinstance(data, BaseException):  # still unreadable after the storage layer's retries
+        skipped.skip("bad_xml", xml_path, f"unreadable: {data}")
+        return None
     try:
-        tree = ET.parse(xml_path).getroot()
+        tree = ET.fromstring(data)
     except ET.ParseError as e:
         skipped.skip("bad_xml", xml_path, str(e))
         return None
@@ -196,7 +222,10 @@ def _read_record(
     for obj in tree.iter("object"):
         cls = (obj.findtext("name") or "").strip()
         if cls not in class_index:
-            skipped.skip("unknown_class", xml_path, f"class {cls!r}")
+            if class_subset:
+                skipped.skip("excluded_class", xml_path, f"class {cls!r}", key=cls, log_it=False)
+            else:
+                skipped.skip("unknown_class", xml_path, f"class {cls!r}", key=cls)
             continue
         is_difficult = _int_text(obj, "difficult") == 1
         if is_difficult and not keep_difficult:

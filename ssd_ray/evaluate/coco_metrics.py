@@ -1,8 +1,13 @@
 """COCO box metrics through pycocotools' COCOeval, for real COCO data or any `DetectionDataset`.
 
-* Real COCO: pass the pycocotools `COCO` ground-truth object. Record `image_id`s must be the COCO
-  image ids as strings, and `DetectionDataset.category_ids` maps class ids back to category ids.
-* Any dataset (VOC format too): the ground truth is converted to a COCO dict in memory. Difficult
+* COCO-format data (`dataset.coco_sources` set by the reader): the official evaluation. The ground
+  truth is the dataset's own annotation file(s) through pycocotools (`official_coco_gt`), with its
+  crowd regions, `area`s and original image/category ids, so the AP equals running COCOeval on that
+  file with the results JSON `detections_to_coco_results` writes. Record `image_id`s are the COCO
+  image ids as strings, and `DetectionDataset.category_ids` maps class ids back to category ids;
+  only the records' images and the dataset's categories are scored.
+* A `COCO` ground-truth object passed in explicitly works the same way.
+* Any other dataset (VOC format too): the ground truth is converted to a COCO dict in memory. Difficult
   boxes become `iscrowd=1`: COCOeval ignores crowd ground truth (not counted, and detections on it
   are neither TP nor FP). A plain `ignore` flag would not work: COCOeval overwrites `ignore` with
   `iscrowd` when it prepares the ground truth. Note crowd IoU is intersection / detection area,
@@ -21,6 +26,7 @@ import io
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -117,7 +123,8 @@ def detections_to_coco_results(
         boxes, scores, cls = detection_arrays(det, num_classes, f"detections for {rec.image_id}")
         xywh = _xywh(to_pixels(boxes, rec.width, rec.height))
         for box, score, c in zip(xywh, scores, cls):
-            results.append({"image_id": int(image_id), "category_id": int(category_ids[c]),
+            results.append({"image_id": image_id if isinstance(image_id, str) else int(image_id),
+                            "category_id": int(category_ids[c]),
                             "bbox": [float(v) for v in box], "score": float(score)})
     return results
 
@@ -137,12 +144,14 @@ def _load_results(coco_gt: COCO, results: list[dict]) -> COCO:
     return res
 
 
-def coco_evaluate(coco_gt: COCO, results: list[dict], image_ids: Sequence[int] | None = None) -> dict[str, float]:
+def coco_evaluate(coco_gt: COCO, results: list[dict], image_ids: Sequence[int] | None = None,
+                  category_ids: Sequence[int] | None = None) -> dict[str, float]:
     """COCOeval (bbox) -> {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"}.
 
     results: COCO results dicts with pixel `[x,y,w,h]` boxes and original category ids.
     image_ids: evaluate only these images (default: every image in coco_gt), e.g. a validation
-    subset. A value of -1 means "no ground truth in that setting" (pycocotools' convention).
+    subset. category_ids: score only these categories (default: all of coco_gt's), e.g. the classes
+    a model trained on a `data.classes` subset predicts. A value of -1 means "no ground truth in that setting" (pycocotools' convention).
     Empty `results` is fine: AP and AR are 0 where ground truth exists. An empty `image_ids` gives
     -1 everywhere (pycocotools would read an empty id list as "all images").
     """
@@ -158,7 +167,12 @@ def coco_evaluate(coco_gt: COCO, results: list[dict], image_ids: Sequence[int] |
         missing = set(image_ids) - known
         if missing:
             raise ValueError(f"coco_evaluate: image ids not in the ground truth, e.g. {sorted(missing)[:3]}")
-        ev.params.imgIds = sorted(set(int(i) for i in image_ids))
+        ev.params.imgIds = sorted(set(image_ids))
+    if category_ids is not None:
+        unknown_cats = set(category_ids) - set(coco_gt.getCatIds())
+        if unknown_cats:
+            raise ValueError(f"coco_evaluate: category ids not in the ground truth: {sorted(unknown_cats)}")
+        ev.params.catIds = sorted(set(category_ids))
     with _quiet() as out:
         ev.evaluate()
         ev.accumulate()
@@ -167,27 +181,92 @@ def coco_evaluate(coco_gt: COCO, results: list[dict], image_ids: Sequence[int] |
     return {name: float(v) for name, v in zip(COCO_STAT_NAMES, ev.stats)}
 
 
-def coco_evaluate_dataset(dataset: DetectionDataset, detections, coco_gt: COCO | None = None) -> dict[str, float]:
-    """COCO metrics of per-record detections on a `DetectionDataset`.
+# Official ground truth, loaded once per file version: training's periodic validation scores often.
+_OFFICIAL_CACHE: dict[tuple, COCO] = {}
 
-    coco_gt None: ground truth converted from the records (`dataset_to_coco`), any dataset format.
-    coco_gt given (real COCO): record image_ids are COCO image ids as strings, and
-    `dataset.category_ids` must map class ids to the original category ids; only the records'
-    images are evaluated.
+
+def official_coco_gt(dataset: DetectionDataset) -> tuple[COCO, list[str]] | None:
+    """`(COCO ground truth, annotation file paths)` of COCO-format data, None for other formats.
+
+    Reads the dataset's own annotation file(s) (`dataset.coco_sources`) with the reader's loader
+    (`ssd_ray.data.coco.coco_api`). Several files (two val splits) become one ground truth; their image
+    ids must not overlap (ValueError naming the files otherwise), annotation ids are renumbered.
     """
-    records = dataset.records
-    if coco_gt is None:
-        coco_gt, image_ids = dataset_to_coco(records, dataset.class_names, dataset.category_ids)
-        category_ids = [c["id"] for c in coco_gt.dataset["categories"]]
+    sources = getattr(dataset, "coco_sources", None)
+    if not sources:
+        return None
+    from ssd_ray.data.coco import annotation_file, coco_api
+
+    paths = [annotation_file(root, split) for root, split in sources]
+    key = tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths if os.path.isfile(p))
+    if len(key) == len(paths) and key in _OFFICIAL_CACHE:
+        return _OFFICIAL_CACHE[key], paths
+    apis = [coco_api(root, split) for root, split in sources]
+    if len(apis) == 1:
+        gt = apis[0]
     else:
-        if dataset.category_ids is None:
-            raise ValueError("coco_evaluate_dataset: dataset.category_ids is None; a COCO ground truth needs "
-                             "the class id -> category id map")
-        category_ids = list(dataset.category_ids)
-        try:
-            image_ids = [int(r.image_id) for r in records]
-        except ValueError as e:
-            raise ValueError(f"coco_evaluate_dataset: with a COCO ground truth, record image_ids must be "
-                             f"COCO image ids: {e}") from None
-    results = detections_to_coco_results(records, detections, image_ids, category_ids)
-    return coco_evaluate(coco_gt, results, image_ids)
+        cats = apis[0].dataset["categories"]
+        images, annotations, seen = [], [], {}
+        for path, api in zip(paths, apis):
+            if sorted(api.cats) != sorted(c["id"] for c in cats):
+                raise ValueError(f"{path}: categories differ from {paths[0]}'s; evaluate the sets one at a time")
+            shared = set(api.imgs) & set(seen)
+            if shared:
+                raise ValueError(f"{path} and {seen[next(iter(shared))]} share image ids (e.g. {sorted(shared)[:3]}): "
+                                 f"one COCO ground truth cannot hold both; evaluate the sets one at a time")
+            seen.update({i: path for i in api.imgs})
+            images += api.dataset["images"]
+            annotations += [{**a, "id": len(annotations) + k + 1} for k, a in enumerate(api.dataset["annotations"])]
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": annotations, "categories": cats}
+        with _quiet():
+            gt.createIndex()
+    if len(key) == len(paths):
+        while len(_OFFICIAL_CACHE) >= 2:
+            _OFFICIAL_CACHE.pop(next(iter(_OFFICIAL_CACHE)))
+        _OFFICIAL_CACHE[key] = gt
+    return gt, paths
+
+
+@dataclass
+class CocoGroundTruth:
+    """What scoring a dataset's detections against COCO ground truth needs."""
+
+    coco: COCO
+    image_ids: list  # the ground truth's image id of each record, in record order
+    category_ids: list[int]  # the ground truth's category id of each class (label - 1)
+    source: str  # "records" or the annotation file(s) scored against
+
+
+def coco_ground_truth(dataset: DetectionDataset, coco_gt: COCO | None = None) -> CocoGroundTruth:
+    """The ground truth `coco_evaluate_dataset` scores against: `coco_gt` if given, else the dataset's
+    own annotation file(s) (`official_coco_gt`) for COCO-format data, else one built from the records."""
+    records = dataset.records
+    source = "given COCO object"
+    if coco_gt is None:
+        official = official_coco_gt(dataset)
+        if official is None:
+            coco_gt, image_ids = dataset_to_coco(records, dataset.class_names, dataset.category_ids)
+            return CocoGroundTruth(coco_gt, image_ids, [c["id"] for c in coco_gt.dataset["categories"]], "records")
+        coco_gt, paths = official
+        source = ", ".join(paths)
+    if dataset.category_ids is None:
+        raise ValueError("coco_evaluate_dataset: dataset.category_ids is None; a COCO ground truth needs "
+                         "the class id -> category id map")
+    # Record ids are the ground truth's ids as strings (ints in COCO files; strings work too).
+    by_str = {str(i): i for i in coco_gt.getImgIds()}
+    missing = [r.image_id for r in records if r.image_id not in by_str]
+    if missing:
+        raise ValueError(f"coco_evaluate_dataset: records name images the COCO ground truth ({source}) does not "
+                         f"have, e.g. {missing[:3]}")
+    return CocoGroundTruth(coco_gt, [by_str[r.image_id] for r in records], list(dataset.category_ids), source)
+
+
+def coco_evaluate_dataset(dataset: DetectionDataset, detections, coco_gt: COCO | None = None) -> dict[str, float]:
+    """COCO metrics of per-record detections on a `DetectionDataset` (ground truth: `coco_ground_truth`).
+
+    Only the records' images and the dataset's categories are evaluated.
+    """
+    gt = coco_ground_truth(dataset, coco_gt)
+    results = detections_to_coco_results(dataset.records, detections, gt.image_ids, gt.category_ids)
+    return coco_evaluate(gt.coco, results, gt.image_ids, gt.category_ids)

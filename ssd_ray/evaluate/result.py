@@ -27,6 +27,21 @@ class EvalResult:
     mAP_area: float | None = None  # VOC2010+ area mAP@0.5 over present classes: the headline metric
     absent: list[str] = field(default_factory=list)  # classes without (non-difficult) ground truth
     coco: dict[str, float] | None = None  # COCO_STAT_NAMES -> value; None if COCO not computed
+    # How the numbers were made (ssd_ray/evaluate/protocol.py): {"name", "postprocess", ground truth used}
+    protocol: dict | None = None
+
+    @property
+    def protocol_name(self) -> str:
+        return (self.protocol or {}).get("name", "ssd_ray")
+
+    @property
+    def headline(self) -> float | None:
+        """The protocol's main number: VOC07 mAP (voc07), COCO AP (coco), else VOC area mAP@0.5."""
+        if self.protocol_name == "voc07":
+            return self.mAP_07
+        if self.protocol_name == "coco":
+            return None if self.coco is None else self.coco.get("AP")
+        return self.mAP_area
 
     @property
     def ap_07(self) -> dict[str, float | None]:
@@ -50,6 +65,7 @@ class EvalResult:
                 for c in self.per_class
             ],
             "coco": None if self.coco is None else {k: float(v) for k, v in self.coco.items()},
+            "protocol": self.protocol,
         }
 
     @classmethod
@@ -59,12 +75,19 @@ class EvalResult:
                              ap_07=c["ap_07"], ap_area=c["ap_area"], rec=np.zeros(0), prec=np.zeros(0))
                      for c in d["per_class"]]
         return cls(class_names=list(d["class_names"]), num_images=d["num_images"], per_class=per_class,
-                   mAP_07=d["mAP_07"], mAP_area=d["mAP_area"], absent=list(d["absent"]), coco=d["coco"])
+                   mAP_07=d["mAP_07"], mAP_area=d["mAP_area"], absent=list(d["absent"]), coco=d["coco"],
+                   protocol=d.get("protocol"))
 
     def table(self) -> str:
         """Per-class AP table as text; absent classes are marked "absent"."""
         lines = [f"images: {self.num_images}"]
-        if self.per_class:
+        if self.protocol_name == "voc07" and self.per_class:
+            # As ssd.pytorch's eval.py prints them.
+            lines += [f"AP for {c.name} = {'absent' if c.absent else f'{c.ap_07:.4f}'}" for c in self.per_class]
+            lines.append("Mean AP = " + ("n/a" if self.mAP_07 is None else f"{self.mAP_07:.4f}"))
+            if self.absent:
+                lines.append("absent (no ground truth, not in the mean): " + ", ".join(self.absent))
+        elif self.per_class:
             width = max(12, *(len(c.name) for c in self.per_class))
             lines.append(f"{'class':<{width}} {'gt':>6} {'dets':>7} {'AP07':>7} {'AP area':>7}")
             for c in self.per_class:
@@ -81,6 +104,14 @@ class EvalResult:
             lines.append("VOC metrics not computed")
         if self.coco is not None:
             lines.append("COCO: " + "  ".join(f"{k} {v:.4f}" for k, v in self.coco.items()))
+        if self.protocol:
+            pp = self.protocol.get("postprocess")
+            lines.append(f"protocol: {self.protocol_name}" + (
+                "" if not pp else f" (post-processing: conf > {pp['conf_thresh']}, NMS {pp['nms_thresh']}, "
+                f"{pp['nms_top_k']} candidates per class, {pp['top_k'] or 'no cap on'} detections per image, "
+                f"clip {pp['clip']})"))
+            if self.protocol.get("coco_ground_truth"):
+                lines.append(f"COCO ground truth: {self.protocol['coco_ground_truth']}")
         return "\n".join(lines) + "\n"
 
     def write(self, out_dir: str) -> dict[str, str]:

@@ -1,8 +1,12 @@
-"""Load torchvision's ImageNet VGG16 (no BN) weights into an SSD's VGG backbone.
+"""Load ImageNet VGG16 weights into an SSD's VGG backbone (`model.pretrained`), from either file:
 
-fc6/fc7 become conv6/conv7 by decimation, as the SSD paper's `VGG_ILSVRC_16_layers_fc_reduced` did:
-fc6 `[4096, 512*7*7]` -> `[4096,512,7,7][::4, :, ::3, ::3]` = `[1024,512,3,3]` (every 3rd spatial tap,
-which is why conv6 is dilated 6 = 2 (pool5 removed stride) * 3), fc7 `[4096,4096][::4, ::4]`.
+* torchvision's `vgg16` state dict (no BN; `features.N`, `classifier.N`). fc6/fc7 become conv6/conv7
+  by decimation, as the SSD paper's `VGG_ILSVRC_16_layers_fc_reduced` did: fc6 `[4096, 512*7*7]` ->
+  `[4096,512,7,7][::4, :, ::3, ::3]` = `[1024,512,3,3]` (every 3rd spatial tap, which is why conv6 is
+  dilated 6 = 2 (pool5 removed stride) * 3), fc7 `[4096,4096][::4, ::4]`. Input normalisation: ssd-ray's.
+* ssd.pytorch's `vgg16_reducedfc.pth`: the state dict of its `vgg` ModuleList (`N.weight`, `N.bias` at
+  the same indices as `VGG16Backbone.vgg`, conv6/conv7 already reduced: 31, 33), converted from the
+  Caffe model; it expects ssd.pytorch's normalisation (`pretrained_normalization` says which).
 """
 
 from __future__ import annotations
@@ -29,6 +33,28 @@ def _expected_keys() -> dict[str, tuple[int, ...] | None]:
     return keys
 
 
+REDUCEDFC_KEYS: tuple[str, ...] = tuple(
+    f"{i}.{kind}" for i in (*VGG_CONV_INDICES, CONV6_INDEX, CONV7_INDEX) for kind in ("weight", "bias"))
+
+
+def is_reducedfc(sd: dict) -> bool:
+    """ssd.pytorch's reducedfc layout (bare ModuleList indices) rather than torchvision's `features.N`."""
+    return any(isinstance(k, str) and k.split(".")[0].isdigit() for k in sd)
+
+
+def pretrained_normalization(path: str | Path) -> str:
+    """The input normalisation a `model.pretrained` file's weights expect: "ssd_pytorch" for
+    vgg16_reducedfc.pth, "ssd_ray" for torchvision's vgg16 (ImageNet mean/std on RGB / 255)."""
+    path = Path(path)
+    try:  # memory-mapped: only the key names are needed (legacy-format files load in full)
+        sd = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+    except Exception:  # noqa: BLE001 - _read_state_dict below reports what is wrong with the file
+        sd = _read_state_dict(path)
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: expected a state dict (dict of tensors), got {type(sd).__name__}")
+    return "ssd_pytorch" if is_reducedfc(sd) else "ssd_ray"
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"VGG16 weights file not found: {path}")
@@ -44,7 +70,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def load_vgg16_imagenet(ssd: nn.Module, path: str | Path) -> None:
     """Copy conv1_1..conv5_3 and the decimated fc6/fc7 from a torchvision `vgg16` state dict at `path`
-    into `ssd.backbone` (a `VGG16Backbone`). Extras, L2Norm and heads are left as initialised.
+    into `ssd.backbone` (a `VGG16Backbone`), or conv1_1..conv7 as they are from ssd.pytorch's
+    vgg16_reducedfc.pth (told apart by the key names). Extras, L2Norm and heads are left as initialised.
 
     Raises ValueError naming the key on a missing key or a wrong shape.
     """
@@ -53,6 +80,9 @@ def load_vgg16_imagenet(ssd: nn.Module, path: str | Path) -> None:
     if not isinstance(backbone, VGG16Backbone):
         raise ValueError(f"load_vgg16_imagenet needs an SSD with the vgg16 backbone, got {type(backbone).__name__}")
     sd = _read_state_dict(path)
+    if is_reducedfc(sd):
+        _load_reducedfc(backbone, sd, path)
+        return
     expected = _expected_keys()
     # Check every key before copying anything, so a bad file leaves the model untouched.
     for key, shape in expected.items():
@@ -80,3 +110,21 @@ def load_vgg16_imagenet(ssd: nn.Module, path: str | Path) -> None:
     conv6.bias.copy_(sd[f"{FC6}.bias"][::4])
     conv7.weight.copy_(sd[f"{FC7}.weight"].view(4096, 4096, 1, 1)[::4, ::4])
     conv7.bias.copy_(sd[f"{FC7}.bias"][::4])
+
+
+@torch.no_grad()
+def _load_reducedfc(backbone: VGG16Backbone, sd: dict, path: Path) -> None:
+    """ssd.pytorch's vgg16_reducedfc.pth: the reference's `vgg` ModuleList state dict, copied as it is."""
+    own = {k: v for k, v in backbone.vgg.state_dict().items()}
+    missing = [k for k in REDUCEDFC_KEYS if k not in sd]
+    unexpected = sorted(k for k in sd if k not in own)
+    if missing or unexpected:
+        raise ValueError(f"{path}: not ssd.pytorch's vgg16_reducedfc layout: missing keys {missing[:6]}"
+                         f"{' ...' if len(missing) > 6 else ''}, unexpected keys {unexpected[:6]}"
+                         f"{' ...' if len(unexpected) > 6 else ''}")
+    for key in REDUCEDFC_KEYS:
+        if not isinstance(sd[key], torch.Tensor):
+            raise ValueError(f"{path}: {key!r} is a {type(sd[key]).__name__}, not a tensor")
+        if sd[key].shape != own[key].shape:
+            raise ValueError(f"{path}: {key!r} has shape {list(sd[key].shape)}, expected {list(own[key].shape)}")
+    backbone.vgg.load_state_dict({k: sd[k] for k in REDUCEDFC_KEYS}, strict=True)

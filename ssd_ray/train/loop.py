@@ -27,6 +27,7 @@ from ..priors import priors_from_config
 from .ema import WeightEMA
 from .optim import build_optimizer, build_scheduler
 from .step import StepSettings, TrainStep
+from .stream import check_stream_start
 
 log = logging.getLogger("ssd_ray.train")
 
@@ -40,8 +41,13 @@ class Counters:
     """Run totals that travel in checkpoints."""
 
     skipped_steps: int = 0  # non-finite loss/gradient: step skipped
-    skipped_images: int = 0  # unreadable images replaced in the data stream
+    skipped_images: int = 0  # unreadable images replaced in the data stream (all ranks)
+    extra_dropped: int = 0  # boxes that data.augment.extra pushed out of the image (all ranks)
     images_seen: int = 0
+    preemptions: int = 0  # preemption notices answered with a just-in-time checkpoint
+    # One [restored iteration, world size, stream start iteration] per worker-group start: the
+    # run's own record of its restarts and resizes.
+    attempts: list = field(default_factory=list)
     best_map: float = -1.0
     best_iteration: int = 0
     history: list = field(default_factory=list)  # (iteration, metric dict) of each evaluation
@@ -66,6 +72,10 @@ class Meter:
     def reset(self):
         self.sums = torch.zeros(3, device=self.device)  # loss, loss_l, loss_c
         self.steps = 0
+        self.restart_clock()
+
+    def restart_clock(self):
+        """Start timing afresh, keeping the losses (the first step's compile is not throughput)."""
         self.data_wait = 0.0
         self.images = 0
         self.t0 = time.perf_counter()
@@ -77,9 +87,19 @@ class Meter:
         self.images += images
         self.data_wait += data_wait
 
-    def read(self) -> dict:
+    def read(self, world: int = 1) -> dict:
+        """Means since the last reset; with `world > 1` a collective (all ranks call it) that averages
+        the losses over the ranks: each rank's share is normalised by the global positives, so their
+        mean is the global batch's loss."""
         elapsed = max(1e-9, time.perf_counter() - self.t0)
-        loss, loss_l, loss_c = (self.sums / max(1, self.steps)).tolist()
+        sums = self.sums
+        if world > 1:
+            import torch.distributed as dist
+
+            sums = sums.clone()
+            dist.all_reduce(sums)
+            sums /= world
+        loss, loss_l, loss_c = (sums / max(1, self.steps)).tolist()
         return {"loss": loss, "loss_l": loss_l, "loss_c": loss_c, "images_per_s": self.images / elapsed,
                 "data_wait_fraction": self.data_wait / elapsed}
 
@@ -89,7 +109,8 @@ class Worker:
     """One rank's training state, built by `setup_worker`; the loop and its helpers read and advance it."""
 
     cfg: Config
-    loop_config: dict  # what the driver sent: config (dict), class_names, val_dataset, mlflow, init_from
+    loop_config: dict  # what the driver sent: config (dict), class_names, val_dataset, mlflow, init_from,
+    #                    best_model_file
     rank: int
     world: int
     device: torch.device
@@ -104,6 +125,23 @@ class Worker:
     iteration: int = 0
     counters: Counters = field(default_factory=Counters)
     final_eval: dict = field(default_factory=dict)
+    restored_iteration: int = 0  # where this attempt started (the checkpoint Ray restored, or 0)
+    skipped_here: torch.Tensor | None = None  # [unreadable images, extra-dropped boxes] on this rank since the last sync
+    answered_preemptions: set = field(default_factory=set)  # nodes whose notice got its checkpoint
+
+    def sync_counters(self) -> None:
+        """Fold every rank's unreadable-image count into `counters` (a collective with several ranks)."""
+        if self.skipped_here is None:
+            return
+        total = self.skipped_here.clone()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(total)
+        skipped, dropped = total.tolist()
+        self.counters.skipped_images += int(skipped)
+        self.counters.extra_dropped += int(dropped)
+        self.skipped_here.zero_()
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -118,7 +156,11 @@ class Worker:
 def _restore(state: dict, model, optimizer, scheduler, scaler, ema: WeightEMA | None) -> tuple[int, Counters]:
     """Load a training checkpoint's state into the parts; returns (iteration, counters)."""
     model.load_state_dict(state["model"])
+    # The kernel choice belongs to this machine (fused on CUDA), not to the one that saved the state.
+    kernels = [{k: g.get(k) for k in ("fused", "foreach")} for g in optimizer.param_groups]
     optimizer.load_state_dict(state["optimizer"])
+    for group, kernel in zip(optimizer.param_groups, kernels):
+        group.update(kernel)
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
@@ -173,15 +215,17 @@ def setup_worker(loop_config: dict) -> Worker:
     priors = priors_from_config(cfg.model, cfg.priors).to(device)
     net = ray.train.torch.prepare_model(model, move_to_device=False)  # DDP when world > 1
     step = TrainStep(model, priors, optimizer, StepSettings.from_config(cfg, device),
-                     criterion=MultiBoxLoss(cfg.loss.neg_pos), net=net, scaler=scaler, ema=ema)
+                     criterion=MultiBoxLoss(cfg.loss.neg_pos), net=net, scaler=scaler, ema=ema, world_size=world)
     return Worker(cfg, loop_config, rank, world, device, model, optimizer, scheduler, scaler, ema, step, priors,
-                  tracker, iteration, counters)
+                  tracker, iteration, counters, restored_iteration=iteration,
+                  skipped_here=torch.zeros(2, dtype=torch.int64, device=device))
 
 
 def report_checkpoint(w: Worker, metrics: dict) -> None:
     """All ranks call this (a barrier); rank 0 attaches the full training state as a checkpoint."""
     import ray.train
 
+    w.sync_counters()
     metrics = {"iteration": w.iteration, **metrics}
     if w.rank != 0:
         ray.train.report(metrics, checkpoint=None)
@@ -194,7 +238,7 @@ def report_checkpoint(w: Worker, metrics: dict) -> None:
         "ema": w.ema.state_dict() if w.ema else None,
         "rng": {"torch": torch.get_rng_state()}, "counters": w.counters.to_dict(),
         "config": w.loop_config["config"], "class_names": w.loop_config["class_names"],
-        "normalization": ckpt_io.normalization_spec(),
+        "normalization": ckpt_io.normalization_spec(w.cfg.model.normalization),
         "mlflow_run_id": (w.loop_config.get("mlflow") or {}).get("run_id"),
     }
     with tempfile.TemporaryDirectory() as d:
@@ -222,14 +266,12 @@ def evaluate(w: Worker, final: bool) -> dict:
         metrics["val_AP"] = result.coco.get("AP")
     metrics = {k: v for k, v in metrics.items() if v is not None}
     c.history.append((w.iteration, dict(metrics)))
-    if result.mAP_area is not None and result.mAP_area > c.best_map:
-        c.best_map, c.best_iteration = result.mAP_area, w.iteration
-        if w.tracker:
-            with tempfile.TemporaryDirectory() as d:
-                path = os.path.join(d, "model.pt")
-                ckpt_io.save(ckpt_io.model_state(w.eval_model, w.loop_config["config"],
-                                                 w.loop_config["class_names"]), path)
-                w.tracker.artifact(path, "best")
+    headline = result.headline  # the evaluation protocol's main number (VOC area mAP@0.5 by default)
+    if headline is not None and headline > c.best_map:
+        c.best_map, c.best_iteration = headline, w.iteration
+        if w.loop_config.get("best_model_file"):  # the run folder; the driver logs it once, as an MLflow model
+            ckpt_io.save(ckpt_io.model_state(w.eval_model, w.loop_config["config"], w.loop_config["class_names"]),
+                         w.loop_config["best_model_file"])
     log.info("eval @ %d: mAP@0.5 %.4f (VOC07 %.4f) val_loss %.4f best %.4f @ %d (%.1fs)", w.iteration,
              result.mAP_area or 0.0, result.mAP_07 or 0.0, val_loss, c.best_map, c.best_iteration,
              time.perf_counter() - t0)
@@ -246,9 +288,13 @@ def evaluate(w: Worker, final: bool) -> dict:
 
 
 def log_progress(w: Worker, meter: Meter, grad_norm: torch.Tensor, run_t0: float, run_start_iter: int) -> None:
-    """Rank 0's one line (and MLflow metrics) per `log_every` iterations: loss, lr, img/s, ETA."""
+    """One line (and MLflow metrics) per `log_every` iterations from rank 0: loss (averaged over the
+    ranks), lr, img/s, ETA. All ranks call it (the averages are collectives)."""
     t = w.cfg.train
-    m = meter.read()
+    m = meter.read(w.world)
+    w.sync_counters()
+    if w.rank != 0:
+        return
     lr = w.optimizer.param_groups[0]["lr"]
     eta = (time.perf_counter() - run_t0) / max(1, w.iteration - run_start_iter) * (t.max_iter - w.iteration)
     log.info("iter %d/%d  loss %.4f (loc %.4f conf %.4f)  lr %.3g  %.1f img/s  data %.0f%%  eta %s",
@@ -256,8 +302,32 @@ def log_progress(w: Worker, meter: Meter, grad_norm: torch.Tensor, run_t0: float
              100 * m["data_wait_fraction"], _format_eta(eta))
     if w.tracker:
         w.tracker.metrics({**m, "lr": lr, "skipped_steps": w.counters.skipped_steps,
-                           "skipped_images": w.counters.skipped_images, "grad_norm": float(grad_norm)},
-                          step=w.iteration)
+                           "skipped_images": w.counters.skipped_images, "extra_dropped": w.counters.extra_dropped,
+                           "preemptions": w.counters.preemptions,
+                           "grad_norm": float(grad_norm)}, step=w.iteration)
+
+
+def answer_preemption(w: Worker) -> None:
+    """Poll for a preemption notice (a barrier: all ranks, same iterations) and answer a new one with
+    a just-in-time checkpoint at the current iteration, so the restart loses no iterations."""
+    import ray.train
+
+    info = ray.train.get_preemption_info()
+    if info is None:
+        return
+    nodes = set(info.preempted_node_to_ranks) - w.answered_preemptions
+    if not nodes:
+        return
+    w.answered_preemptions |= nodes
+    w.counters.preemptions += 1
+    if w.rank == 0:
+        deadline = ("no deadline" if info.deadline_ms is None
+                    else f"deadline in {max(0.0, info.deadline_ms / 1000.0 - time.time()):.0f} s")
+        for node in sorted(nodes):
+            log.info("preemption notice for node %s (%s): checkpoint at iteration %d", node, deadline, w.iteration)
+        if w.tracker:
+            w.tracker.metrics({"preemptions": w.counters.preemptions}, step=w.iteration)
+    report_checkpoint(w, {"preemption": 1})
 
 
 def train_loop_per_worker(loop_config: dict) -> dict:
@@ -273,6 +343,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         batch_size=w.local_batch, collate_fn=SSDCollate(), device=w.device, drop_last=True, prefetch_batches=2)
     meter, bad_in_a_row = Meter(w.device), 0
     run_t0, run_start_iter = time.perf_counter(), w.iteration
+    train_s, train_images = 0.0, 0  # data waits + steps, first step and evaluation/checkpoints excluded
     if w.rank == 0:
         log.info("training %s: iterations %d -> %d, %d worker(s) x %d images, device %s%s", w.cfg.name,
                  w.iteration, t.max_iter, w.world, w.local_batch, w.device, ", compiled step" if t.compile else "")
@@ -280,6 +351,11 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     for batch in batches:
         if w.iteration >= t.max_iter:
             break
+        if w.iteration == w.restored_iteration:  # first batch of this attempt: stream and weights agree?
+            stream_start = int(batch["start_iter"][0])
+            check_stream_start(stream_start, w.restored_iteration, int(loop_config.get("start_iter", 0)),
+                               t.batch_size)
+            w.counters.attempts.append([w.restored_iteration, w.world, stream_start])
         data_wait = time.perf_counter() - wait_t0
         out = w.step(batch["image"], batch["boxes"], batch["labels"], inject_nan=w.iteration + 1 in t.inject_nan_at)
         if out.finite:
@@ -294,28 +370,35 @@ def train_loop_per_worker(loop_config: dict) -> dict:
                 raise NonFiniteLossError(
                     f"{bad_in_a_row} consecutive non-finite steps ending at iteration {w.iteration + 1}: "
                     f"lower train.lr, raise train.warmup_iters or set train.grad_clip")
+        if t.inject_step_delay_s:
+            time.sleep(t.inject_step_delay_s)
         w.scheduler.step()
         w.iteration += 1
         w.counters.images_seen += t.batch_size
-        w.counters.skipped_images += int(batch["skipped"].sum())
+        # On the device: no host sync per step.
+        w.skipped_here += torch.stack([batch["skipped"].sum(), batch["extra_dropped"].sum()])
+        meter.add(out.loss_l, out.loss_c, t.batch_size, data_wait, out.finite)
+        if w.step.calls > 1:
+            train_s += time.perf_counter() - wait_t0
+            train_images += t.batch_size
         if w.step.calls == 1:  # the first step allocates (and compiles): not training throughput
             if w.rank == 0 and t.compile:
                 log.info("compiled the training step in %.1f s (first iteration, excluded from img/s)",
                          w.step.first_call_s)
-            meter.reset()
-        else:
-            meter.add(out.loss_l, out.loss_c, t.batch_size, data_wait, out.finite)
+            meter.restart_clock()
         final = w.iteration >= t.max_iter
-        if (w.iteration % t.log_every == 0 or final) and meter.images:
-            if w.rank == 0:
-                log_progress(w, meter, out.grad_norm, run_t0, run_start_iter)
+        if w.iteration % t.log_every == 0 or final:
+            log_progress(w, meter, out.grad_norm, run_t0, run_start_iter)
             meter.reset()
         do_eval = w.iteration % t.eval_every == 0 or final
         if do_eval or w.iteration % t.checkpoint_every == 0:
             report_checkpoint(w, evaluate(w, final) if do_eval else {})
             meter.reset()  # evaluation and checkpointing time is not training throughput
+        elif w.iteration % w.cfg.ray.preemption_check_every == 0:
+            answer_preemption(w)
         wait_t0 = time.perf_counter()
 
     if w.iteration < t.max_iter:
         raise RuntimeError(f"the data stream ended at iteration {w.iteration} before max_iter {t.max_iter}")
-    return {"iteration": w.iteration, "final_eval": w.final_eval, **w.counters.to_dict()}
+    return {"iteration": w.iteration, "final_eval": w.final_eval, "images_per_s": train_images / max(train_s, 1e-9),
+            **w.counters.to_dict()}

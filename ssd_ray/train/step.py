@@ -6,7 +6,14 @@
 
 normalise (on the device) -> match priors -> forward under autocast -> MultiBoxLoss (float32) ->
 backward (the DDP all-reduce, when `net` is DDP) -> unscale (fp16 GradScaler) -> clip -> one host
-sync for the finiteness check -> optimizer step -> weight EMA. A non-finite loss or gradient skips
+sync for the finiteness check -> optimizer step -> weight EMA.
+
+With several ranks (`world_size > 1`) the loss is normalised by the *global* number of positives:
+each rank's positive count is all-reduced (overlapping the forward pass) and its loss is
+`(its summed loss) x world_size / N_global`, so DDP's averaged gradient equals the single-process
+gradient of the whole global batch, whatever the worker count (tests/test_step.py checks 1 vs 2
+ranks). Dividing by each rank's own positives would weight images by how crowded their rank's
+share happened to be. A non-finite loss or gradient skips
 the optimizer and the EMA: with DDP the all-reduced gradient norm is the same on every rank, so all
 ranks agree on the skip. The learning-rate schedule stays with the caller (it advances whether or
 not a step was skipped).
@@ -32,7 +39,7 @@ from torch import nn
 
 from ..boxes import match_batch
 from ..loss import MultiBoxLoss
-from ..model.normalize import normalize
+from ..model.normalize import Normalization, normalize
 
 __all__ = ["StepOutput", "StepSettings", "TrainStep", "autocast_dtype"]
 
@@ -59,14 +66,17 @@ class StepSettings:
     channels_last: bool = False
     compile: bool = False
     compile_mode: str | None = None  # torch.compile mode ("default", "reduce-overhead", "max-autotune")
+    normalization: Normalization | None = None  # the model's input normalisation; None = ssd-ray's own
 
     @classmethod
     def from_config(cls, cfg, device: torch.device) -> "StepSettings":
         t = cfg.train
+        norm = cfg.model.normalization  # resolved by the driver ("auto" = ssd-ray's own)
         return cls(overlap_thresh=float(cfg.loss.overlap_thresh), variance=tuple(cfg.priors.variance),
                    grad_clip=t.grad_clip, amp_dtype=autocast_dtype(t.amp, device),
                    channels_last=bool(t.channels_last), compile=bool(t.compile),
-                   compile_mode=None if t.compile_mode == "default" else t.compile_mode)
+                   compile_mode=None if t.compile_mode == "default" else t.compile_mode,
+                   normalization=None if norm == "auto" else Normalization.from_spec(norm))
 
 
 @dataclass
@@ -89,10 +99,11 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, priors: torch.Tensor, optimizer: torch.optim.Optimizer,
                  settings: StepSettings, *, criterion: nn.Module | None = None, net: nn.Module | None = None,
-                 scaler: torch.amp.GradScaler | None = None, ema=None):
+                 scaler: torch.amp.GradScaler | None = None, ema=None, world_size: int = 1):
         """model: the bare SSD (what is checkpointed); net: what runs forward/backward (DDP(model) on
         several workers; default `model`); priors `[P,4]` cxcywh on the model's device; ema: a
-        `WeightEMA` updated after every step taken; scaler: fp16 loss scaling on CUDA."""
+        `WeightEMA` updated after every step taken; scaler: fp16 loss scaling on CUDA; world_size:
+        ranks sharing the global batch (> 1 needs an initialised torch.distributed group)."""
         self.model = model
         self.priors = priors
         self.optimizer = optimizer
@@ -100,6 +111,7 @@ class TrainStep:
         self.criterion = criterion or MultiBoxLoss()
         self.scaler = scaler
         self.ema = ema
+        self.world_size = int(world_size)
         self.params = [p for p in model.parameters() if p.requires_grad]
         net = net if net is not None else model
         if settings.compile:
@@ -120,11 +132,21 @@ class TrainStep:
         class ids with -1 = padding, all on the model's device. inject_nan: fault injection (tests)."""
         t0 = time.perf_counter()
         s = self.settings
-        images = normalize(images_u8, channels_last=s.channels_last)
+        images = normalize(images_u8, channels_last=s.channels_last, spec=s.normalization)
         loc_t, conf_t = match_batch(gt_boxes, gt_labels, self.priors, s.overlap_thresh, s.variance)
+        positives = pending = None
+        if self.world_size > 1:  # N_global, reduced while the forward pass runs
+            import torch.distributed as dist
+
+            positives = (conf_t > 0).sum().to(torch.float32)
+            pending = dist.all_reduce(positives, async_op=True)
         with self._autocast():
             loc, conf = self.net(images)
-        loss_l, loss_c = self.criterion(loc, conf, loc_t, conf_t)  # computes in float32 under autocast
+        normalizer = None
+        if pending is not None:
+            pending.wait()
+            normalizer = positives.clamp(min=1) / self.world_size
+        loss_l, loss_c = self.criterion(loc, conf, loc_t, conf_t, normalizer)  # float32 under autocast
         loss = loss_l + loss_c
         if inject_nan:
             loss = loss * float("nan")

@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 def tracking_uri(cfg) -> str:
     if cfg.mlflow.tracking_uri:
         return cfg.mlflow.tracking_uri
+    from .. import storage
+    from ..config import ConfigError
+
+    if storage.is_uri(cfg.ray.storage_path):  # the config check says so first; kept for configs built in code
+        raise ConfigError(f"ray.storage_path={cfg.ray.storage_path} is in object storage, where MLflow's SQLite "
+                          f"store cannot live: set mlflow.tracking_uri (a tracking server, docs/cluster.md)")
     return f"sqlite:///{Path(cfg.ray.storage_path) / 'mlflow.db'}"
 
 

@@ -15,6 +15,7 @@ from ..boxes import match_batch
 from ..checkpoint import unwrap
 from ..evaluate.gather import assemble_detections, shard_indices
 from ..evaluate.predict import predict_records
+from ..evaluate.protocol import evaluation_postprocess
 from ..evaluate.run import score_detections
 from ..postprocess import DetectArgs
 
@@ -70,7 +71,8 @@ def broadcast_state(module: nn.Module, src: int = 0) -> None:
 
 
 def run_validation(model, priors, dataset, cfg, device, criterion, rank: int = 0, world_size: int = 1):
-    """`(EvalResult, mean val loss)` on `dataset` with the model's post-processing settings.
+    """`(EvalResult, mean val loss)` on `dataset` with the evaluation protocol's post-processing and
+    scoring (`cfg.evaluation.protocol`) and the model's input normalisation (`cfg.model.normalization`).
 
     Every rank calls it (it holds collectives when world_size > 1); the ranks first take rank 0's
     weights and BatchNorm statistics (`broadcast_state`), then rank `r` predicts the records
@@ -85,10 +87,13 @@ def run_validation(model, priors, dataset, cfg, device, criterion, rank: int = 0
         broadcast_state(bare)
     bs = cfg.train.eval_batch_size
     tap = _LossTap(bare, priors, shard, bs, criterion, cfg)
-    args = DetectArgs.from_config(cfg.postprocess, cfg.priors.variance)
+    protocol = cfg.evaluation.protocol
+    args = DetectArgs.from_config(evaluation_postprocess(protocol, cfg.postprocess), cfg.priors.variance)
+    norm = cfg.model.normalization  # resolved by the driver; "auto" only in configs older than it: ssd-ray's
     was_training = bare.training
     try:
-        detections = predict_records(tap, priors, shard, cfg.model.min_dim, bs, device, args) if shard else []
+        detections = (predict_records(tap, priors, shard, cfg.model.min_dim, bs, device, args,
+                                      normalization=None if norm == "auto" else norm) if shard else [])
     finally:
         bare.train(was_training)
     loss_sum = torch.stack([tap.total.float(), torch.tensor(float(tap.images), device=tap.total.device)])
@@ -103,5 +108,7 @@ def run_validation(model, priors, dataset, cfg, device, criterion, rank: int = 0
     val_loss = float(loss_sum[0] / loss_sum[1].clamp(min=1))
     if rank != 0:
         return None, val_loss
-    result = score_detections(dataset, assemble_detections(records, parts), iou_types=("voc", "coco"))
+    # The evaluation protocol's scoring: on COCO-format data the COCO numbers are the official ones.
+    result = score_detections(dataset, assemble_detections(records, parts), iou_types=("voc", "coco"),
+                              protocol=protocol, detect_args=args)
     return result, val_loss

@@ -114,7 +114,7 @@ def _trial(config: dict, ctx: TrialContext) -> None:
 
 def _cpus_per_trial(cfg) -> float:
     r = cfg.ray
-    workers = r.num_workers * r.cpus_per_worker if r.num_workers > 0 else 0.0
+    workers = r.max_workers * r.cpus_per_worker if r.max_workers > 0 else 0.0
     return TRIAL_CPU + workers + r.data_cpus  # at least one data task must fit beside the workers
 
 
@@ -127,13 +127,13 @@ def check_capacity(spec: TuneSpec, cfg, cluster: dict) -> None:
         r = cfg.ray
         raise ConfigError(
             f"max_concurrent_trials={spec.max_concurrent_trials} trials x ({TRIAL_CPU} Tune + "
-            f"{r.num_workers} worker(s) x {r.cpus_per_worker} CPU + {r.data_cpus} data CPU) = {need:g} CPUs, "
+            f"{r.max_workers} worker(s) x {r.cpus_per_worker} CPU + {r.data_cpus} data CPU) = {need:g} CPUs, "
             f"the cluster has {have:g}: lower max_concurrent_trials, ray.cpus_per_worker or ray.data_cpus")
     if cfg.ray.use_gpu:
-        need_gpu = spec.max_concurrent_trials * max(1, cfg.ray.num_workers)
+        need_gpu = spec.max_concurrent_trials * max(1, cfg.ray.max_workers)
         if need_gpu > float(cluster.get("GPU", 0.0)):
             raise ConfigError(f"max_concurrent_trials={spec.max_concurrent_trials} trials x "
-                              f"{max(1, cfg.ray.num_workers)} GPU worker(s) need {need_gpu} GPUs, the cluster "
+                              f"{max(1, cfg.ray.max_workers)} GPU worker(s) need {need_gpu} GPUs, the cluster "
                               f"has {cluster.get('GPU', 0)}")
 
 
@@ -216,10 +216,14 @@ def run_sweep(loaded: LoadedSweep, *, address: str | None = None, resume: bool |
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    from ..data.sources import ensure_synthetic
+    from ..data.sources import load_split
     from ..runtime import init_ray
 
     spec, cfg = loaded.spec, loaded.base
+    # Once, here, before anything is written: concurrent trials must not all generate the synthetic
+    # data, and data that disagrees with the config stops the sweep (DataError) before any trial.
+    load_split(cfg.data, "train")
+    load_split(cfg.data, "val")
     tune_root = Path(cfg.ray.storage_path) / "tune"
     tune_root.mkdir(parents=True, exist_ok=True)
     if resume:
@@ -232,7 +236,6 @@ def run_sweep(loaded: LoadedSweep, *, address: str | None = None, resume: bool |
 
     init_ray(address, cfg)
     check_capacity(spec, cfg, ray.cluster_resources())
-    ensure_synthetic(cfg.data)  # once, here: concurrent trials must not all write it
 
     spec_dict = spec.model_dump(mode="json")
     parent = _Parent(cfg, sweep, out_dir, {"sweep": spec_dict, "base_config": loaded.base_path}, bool(resume)) \
@@ -288,7 +291,8 @@ def _summarise(loaded: LoadedSweep, results, sweep: str, exp_dir: Path, out_dir:
         header = [f"Best trial {best.trial_id} of sweep {sweep}: {spec.metric} {value:.4f} at iteration {at}",
                   f"sampled: {best.params}"]
         if best.mlflow_run_id:
-            header.append(f"MLflow run {best.mlflow_run_id}; its best weights: artifact best/model.pt")
+            header.append(f"MLflow run {best.mlflow_run_id}; its best weights: MLflow model "
+                          f"runs:/{best.mlflow_run_id}/best_model")
         header.append(f"train.max_iter is the sweep's budget ({max_iter}); raise it with --set for a full run")
         best_path = out_dir / "best.yaml"
         write_best_config(trial_config(loaded.base_raw, best.params), best_path, header)
