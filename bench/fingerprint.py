@@ -34,24 +34,25 @@ def coco_like(n: int, seed: int = 0) -> tuple[DetectionDataset, str]:
     """`n` records with COCO's object statistics, and the COCO annotation JSON they would come from."""
     rng = np.random.default_rng(seed)
     counts = rng.poisson(7.3, n)
+    total = int(counts.sum())
+    xy = rng.uniform(0, 0.8, (total, 2))
+    boxes = np.concatenate([xy, np.minimum(xy + rng.uniform(0.02, 0.2, (total, 2)), 1.0)], axis=1).astype(np.float32)
+    labels = rng.integers(0, 80, total)
+    widths, heights = rng.integers(480, 641, n), rng.integers(360, 481, n)
+    ids = rng.permutation(n) * 1000 + rng.integers(0, 1000, n)  # unique, not in listing order
+    starts = np.concatenate([[0], np.cumsum(counts)])
     records, images, anns = [], [], []
-    ann_id = 0
-    for i, k in enumerate(counts):
-        w, h = int(rng.integers(480, 641)), int(rng.integers(360, 481))
-        xy = rng.uniform(0, 0.8, (k, 2))
-        wh = rng.uniform(0.02, 0.2, (k, 2))
-        boxes = np.concatenate([xy, np.minimum(xy + wh, 1.0)], axis=1).astype(np.float32)
-        labels = rng.integers(0, 80, k)
-        image_id = int(rng.integers(1, 600_000)) * 1000 + i  # unique, not in listing order
-        records.append(ImageRecord(str(image_id), f"/data/coco/train2017/{image_id:012d}.jpg", w, h, boxes, labels,
-                                   np.zeros(k, bool)))
+    for i in range(n):
+        a, b = starts[i], starts[i + 1]
+        image_id, w, h = int(ids[i]), int(widths[i]), int(heights[i])
+        records.append(ImageRecord(str(image_id), f"/data/coco/train2017/{image_id:012d}.jpg", w, h, boxes[a:b],
+                                   labels[a:b], np.zeros(b - a, bool)))
         images.append({"id": image_id, "file_name": f"{image_id:012d}.jpg", "width": w, "height": h})
-        for b, lb in zip(boxes, labels):
-            ann_id += 1
-            anns.append({"id": ann_id, "image_id": image_id, "category_id": int(lb) + 1, "iscrowd": 0,
-                         "bbox": [round(float(b[0]) * w, 2), round(float(b[1]) * h, 2),
-                                  round(float(b[2] - b[0]) * w, 2), round(float(b[3] - b[1]) * h, 2)],
-                         "area": 1.0})
+        px = boxes[a:b] * np.array([w, h, w, h], np.float32)
+        anns.extend({"id": int(j) + 1, "image_id": image_id, "category_id": int(labels[j]) + 1, "iscrowd": 0,
+                     "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2),
+                              round(float(y2 - y1), 2)], "area": 1.0}
+                    for j, (x1, y1, x2, y2) in zip(range(a, b), px.tolist()))
     names = [f"class{c}" for c in range(80)]
     return DetectionDataset(names, records), json.dumps({"images": images, "annotations": anns})
 
@@ -99,6 +100,14 @@ def main() -> None:
     fp_s = len(ds) / median(rates["fingerprint (records)"])
     parse_s = len(ds) / median(rates["json.loads of the COCO annotations"])
     print(f"fingerprint / annotation parse: {fp_s / parse_s:.2f}")
+    # CPU seconds of this process: on a busy shared machine closer to what an idle one takes than wall time.
+    cpu = {}
+    for name, fn in (("fingerprint", lambda: fingerprint(ds)), ("json.loads", lambda: json.loads(text))):
+        t0 = time.process_time()
+        fn()
+        cpu[name] = time.process_time() - t0
+    print(f"CPU seconds: fingerprint {cpu['fingerprint']:.2f}, json.loads {cpu['json.loads']:.2f} "
+          f"(ratio {cpu['fingerprint'] / cpu['json.loads']:.2f})")
     if args.image_files:
         rate = image_bytes_rate(args.image_files)
         print(f"image-bytes mode: {rate:.0f} MB/s on cached files -> COCO train2017 (18 GB) in "

@@ -41,8 +41,8 @@ def write_voc(root: Path, n: int, seed: int = 0) -> None:
     for i in ids:
         objs = []
         for _ in range(int(rng.integers(1, 6))):
-            x0, y0 = (int(v) for v in rng.integers(1, 300, 2))
-            w, h = (int(v) for v in rng.integers(10, 190, 2))
+            w, h = int(rng.integers(10, 200)), int(rng.integers(10, 175))
+            x0, y0 = int(rng.integers(1, 500 - w)), int(rng.integers(1, 375 - h))  # inside the 500x375 image
             objs.append(f"<object><name>{VOC_CLASSES[int(rng.integers(0, 20))]}</name><pose>Unspecified</pose>"
                         f"<truncated>0</truncated><difficult>{int(rng.random() < 0.1)}</difficult><bndbox>"
                         f"<xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x0 + w}</xmax><ymax>{y0 + h}</ymax>"
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", default="4000,40000", help="dataset sizes on the local disk")
     ap.add_argument("--s3-sizes", default="4000", help="dataset sizes on the local S3 server ('' for none)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.ERROR)
     rows, out = [], {}
     with tempfile.TemporaryDirectory() as d:
         for store, sizes in (("local disk", args.sizes), ("local S3 server", args.s3_sizes)):

@@ -90,6 +90,7 @@ def main(argv=None) -> None:
     from ssd_ray.data.sources import load_split
     from ssd_ray.evaluate.distributed import predict_distributed
     from ssd_ray.evaluate.run import score_detections
+    from ssd_ray.runtime import finish_ray
 
     check_model_file(args.checkpoint)  # a wrong file stops here (exit 2), not inside a Ray actor
     val = load_split(cfg.data, "val", index_dir=storage.join(cfg.ray.storage_path, "index"))
@@ -147,7 +148,6 @@ def _save_detections(val, detections, path: str) -> None:
 def _report(args, cfg, val, detections, result, out: Path, report: str) -> None:
     from ssd_ray import storage
     from ssd_ray.evaluate.visualize import records_grid, write_image
-    from ssd_ray.runtime import finish_ray
 
     paths = result.write(str(out))
     grid = records_grid(val.records, detections, val.class_names, score_thresh=args.score)

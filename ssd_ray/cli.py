@@ -35,8 +35,17 @@ def load_config_or_exit(path: str, overrides: list[str]) -> Config:
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    """Log lines for the console; and, for entry points, Ray's known-harmless messages kept off it
+    (`ssd_ray.ray_console`: the driver's own stderr is filtered while Ray runs)."""
+    from .ray_console import enable_driver_stderr_filter
+
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    # Only when an entry point is the program (`python -m pipelines.X`): a test or a notebook calling
+    # its main keeps its own stderr.
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name.startswith("pipelines."):
+        enable_driver_stderr_filter()
 
 
 def user_error_message(e: BaseException) -> str | None:

@@ -154,9 +154,9 @@ def images_from_input(model_input) -> list[np.ndarray]:
     return [_decode_value(v, i) for i, v in enumerate(values)]
 
 
-def detections_frame(detections: list[dict], class_names: list[str]):
-    """Predictor detection dicts (one per image) -> the one-row-per-detection DataFrame."""
-
+def detections_frame(detections: list[dict]):
+    """Predictor detection dicts (one per image: boxes, scores, labels, names) -> the
+    one-row-per-detection DataFrame."""
     rows = {c: [] for c in OUTPUT_COLUMNS}
     for i, det in enumerate(detections):
         k = len(det["scores"])
@@ -166,7 +166,7 @@ def detections_frame(detections: list[dict], class_names: list[str]):
             rows[c].extend(boxes[:, j].tolist())
         rows["score"].extend(np.asarray(det["scores"], dtype=np.float64).tolist())
         class_ids = (np.asarray(det["labels"], dtype=np.int64) - 1).tolist()  # model space -> 0-based
-        rows["label"].extend(class_names[c] for c in class_ids)
+        rows["label"].extend(det["names"])
         rows["class_id"].extend(class_ids)
     return pd.DataFrame({
         "image_index": pd.Series(rows["image_index"], dtype="int64"),
@@ -216,7 +216,7 @@ class SSDPyfunc(mlflow.pyfunc.PythonModel):
             raise ValueError(f"score_thresh must be in [0, 1), got {t}")
         predictor = self._predictor(t)
         arrays = images_from_input(images)
-        return detections_frame(predictor.predict_arrays(arrays) if arrays else [], predictor.class_names)
+        return detections_frame(predictor.predict_arrays(arrays) if arrays else [])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         # The DataFrame hint is MLflow's "no schema inference" marker: the logged signature applies.

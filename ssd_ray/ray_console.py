@@ -15,19 +15,28 @@ A run's console should carry ssd-ray's own lines and the Ray warnings that matte
   After a run has succeeded these say nothing about it.
 
 `ConsoleFilter` decides line by line; `install` hooks it into the driver: Ray's worker-log stream
-(`log_to_driver`) and the Ray loggers of this process. Dropped lines stay in Ray's log files under the
-session folder (`<temp dir>/session_*/logs/worker-*.err`, `python-core-*.log`); nothing else is
-hidden (a crash before or during a run is shown), and exit statuses are never changed.
+(`log_to_driver`) and the Ray loggers of this process. Ray's C++ code in the driver itself (the
+actor-restart notice when the driver creates a Ray Data actor pool, as evaluation does) writes to file
+descriptor 2 directly; entry points opt in (`enable_driver_stderr_filter`, from `cli.setup_logging`)
+to route that descriptor through a small filter process (`DriverStderrFilter`) while Ray runs.
+Dropped lines stay in Ray's log files under the session folder (`<temp dir>/session_*/logs/
+worker-*.err`, `python-core-*.log`); nothing else is hidden (a crash before or during a run is
+shown), and exit statuses are never changed.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import re
+import subprocess
+import sys
 import threading
 from collections import Counter
 
-__all__ = ["ConsoleFilter", "install", "install_logging_only", "mark_run_succeeded", "console_filter"]
+__all__ = ["ConsoleFilter", "DriverStderrFilter", "install", "install_logging_only", "mark_run_succeeded",
+           "console_filter", "enable_driver_stderr_filter", "filter_stream"]
 
 # (what, pattern): lines that are harmless whenever they appear.
 HARMLESS: tuple[tuple[str, re.Pattern], ...] = (
@@ -165,3 +174,121 @@ def mark_run_succeeded() -> None:
     """Tell the installed filter the run succeeded (helper crashes at exit are then kept quiet)."""
     if _FILTER is not None:
         _FILTER.set_run_succeeded()
+
+
+# --------------------------------------------------------------------------- the driver's own stderr
+_DRIVER_STDERR_ENABLED = False
+_DRIVER_STDERR: "DriverStderrFilter | None" = None
+
+
+def enable_driver_stderr_filter() -> None:
+    """Opt in (entry points do, from `cli.setup_logging`): `init_ray` then filters fd 2 while Ray runs."""
+    global _DRIVER_STDERR_ENABLED
+    _DRIVER_STDERR_ENABLED = True
+
+
+def start_driver_stderr_filter() -> None:
+    """Start the fd-2 filter if opted in and not running (init_ray, before `ray.init`)."""
+    global _DRIVER_STDERR
+    if _DRIVER_STDERR_ENABLED and _DRIVER_STDERR is None:
+        _DRIVER_STDERR = DriverStderrFilter()
+        if not _DRIVER_STDERR.start():
+            _DRIVER_STDERR = None
+
+
+def stop_driver_stderr_filter() -> None:
+    """Give fd 2 back and let the filter process drain (finish_ray, and at exit)."""
+    global _DRIVER_STDERR
+    if _DRIVER_STDERR is not None:
+        _DRIVER_STDERR.stop()
+        _DRIVER_STDERR = None
+
+
+class DriverStderrFilter:
+    """File descriptor 2 of this process routed through `python -m ssd_ray.ray_console`, which drops
+    the harmless lines and writes the rest to the original stderr.
+
+    A separate process rather than a thread: if this process dies abruptly (a signal, a fatal error),
+    the filter still reads everything written before to the end and passes it on, so the last lines
+    before a crash are never lost. `stop` (also registered with atexit) restores fd 2 and waits for the
+    filter to drain, so the output keeps its order with whatever follows.
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.saved_fd: int | None = None
+
+    def start(self) -> bool:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            read_end, write_end = os.pipe()
+            self.proc = subprocess.Popen([sys.executable, "-m", "ssd_ray.ray_console"], stdin=read_end,
+                                         stdout=saved, stderr=saved, close_fds=True,
+                                         env={**os.environ, "PYTHONPATH": _package_path()})
+            os.close(read_end)
+            os.dup2(write_end, 2)
+            os.close(write_end)
+        except OSError:  # no pipes or processes to spare: keep the console as it is
+            return False
+        self.saved_fd = saved
+        atexit.register(self.stop)
+        return True
+
+    def stop(self) -> None:
+        if self.saved_fd is None:
+            return
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(self.saved_fd, 2)  # this process no longer writes into the pipe: the filter sees its end
+        os.close(self.saved_fd)
+        self.saved_fd = None
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # another process still holds the pipe: let it go on its own
+                pass
+
+
+def _package_path() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder holding ssd_ray/
+    return os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+
+
+def filter_stream(src, dst, cf: ConsoleFilter | None = None) -> None:
+    """Copy binary stream `src` to `dst` line by line, leaving out harmless lines (the filter process).
+
+    Text without a final newline (a prompt, a progress bar's `\r` update) is passed on as it comes,
+    so nothing waits for a newline that never arrives.
+    """
+    cf = cf or ConsoleFilter()
+    fd = src.fileno()
+    pending = b""
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        out = [ln + b"\n" for ln in lines if cf.keep(ln.decode("utf-8", "replace"))]
+        if pending and b"\r" in pending:  # in-place updates: pass them on now
+            cut = pending.rindex(b"\r") + 1
+            out.append(pending[:cut])
+            pending = pending[cut:]
+        if out:
+            dst.write(b"".join(out))
+            dst.flush()
+    if pending and cf.keep(pending.decode("utf-8", "replace")):
+        dst.write(pending)
+        dst.flush()
+
+
+if __name__ == "__main__":  # the filter process of DriverStderrFilter
+    import signal
+
+    # Ctrl-C reaches the whole process group: the driver handles it, the filter keeps passing its
+    # output on until the pipe closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    filter_stream(sys.stdin.buffer, sys.stdout.buffer)

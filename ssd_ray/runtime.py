@@ -45,6 +45,7 @@ def init_ray(address: str | None = None, cfg=None, **local_kwargs) -> None:
     if ray.is_initialized():
         return
     ray_console.install_logging_only()  # before ray.init, which logs the token notice
+    ray_console.start_driver_stderr_filter()  # entry points only (cli.setup_logging opts in)
     address = address or (cfg.ray.address if cfg else None) or os.environ.get("RAY_ADDRESS")
     repo = str(Path(__file__).resolve().parents[1])  # the checkout holding ssd_ray/
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
@@ -85,3 +86,4 @@ def finish_ray(succeeded: bool) -> None:
     if ray.is_initialized():
         ray.shutdown()
     _STARTED_HERE = False
+    ray_console.stop_driver_stderr_filter()

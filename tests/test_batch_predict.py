@@ -217,18 +217,20 @@ def test_fit_cpus_leaves_room_for_a_read_task():
     assert fit_cpus(0, 2) == (1.0, 0.5)  # a head without CPUs: autoscaled workers bring them
 
 
-def test_source_blocks_hold_whole_batches_and_are_capped(tmp_path, monkeypatch):
+def test_source_blocks_hold_whole_batches_and_are_capped(monkeypatch):
     import ssd_ray.inference.run as run
     from ssd_ray.inference.sources import ImageListing
 
     listing = ImageListing("src", None, [f"/x/{i}.jpg" for i in range(70)], [str(i) for i in range(70)], "/x")
-    # 70 images, batch 4: 18 batches; 4 batches (16 rows) per block -> 5 blocks, the last one 6 rows.
-    blocks = source_blocks(listing, 4)
+    # 70 images, batch 4: 18 batches; 1 worker: 4 batches (16 rows) per block -> 5 blocks, the last 6 rows.
+    blocks = source_blocks(listing, 4, num_workers=1)
     assert [b.num_rows for b in blocks] == [16, 16, 16, 16, 6]
     assert sum((b["path"].to_pylist() for b in blocks), []) == listing.paths
     assert blocks[1]["key"].to_pylist()[0] == "16"
+    # 4 workers want 16 blocks: ceil(18 / 16) = 2 batches (8 rows) per block -> 9 blocks.
+    assert [b.num_rows for b in source_blocks(listing, 4, num_workers=4)] == [8] * 8 + [6]
     monkeypatch.setattr(run, "MAX_SOURCE_BLOCKS", 2)  # 18 batches in at most 2 blocks: 9 batches = 36 rows
-    assert [b.num_rows for b in source_blocks(listing, 4)] == [36, 34]
+    assert [b.num_rows for b in source_blocks(listing, 4, num_workers=1)] == [36, 34]
 
 
 # --------------------------------------------------------------------------- the in-process path

@@ -252,3 +252,27 @@ def torchvision_file_stub(tmp_path) -> Path:
     p = tmp_path / "tv_stub.pth"
     torch.save({"backbone.scale_weight": torch.ones(512)}, p)
     return p
+
+
+def test_ssd_pytorch_ssd512_layout_round_trip(tmp_path):
+    """SSD512 state dicts in ssd.pytorch's naming (forks add base/extras['512']) load with voc512.yaml,
+    and tell a 300 config why they do not fit."""
+    from ssd_ray.model import build_ssd
+
+    cfg = load_config(ROOT / "configs" / "voc512.yaml").with_num_classes(["c"] * 20)
+    cfg.model.pretrained = None
+    ours = build_ssd(cfg.model, cfg.priors).state_dict()
+    rename = {"backbone.vgg.": "vgg.", "backbone.l2norm.": "L2Norm.", "backbone.extras.": "extras."}
+    theirs = {}
+    for k, v in ours.items():
+        for a, b in rename.items():
+            k = k.replace(a, b) if k.startswith(a) else k
+        theirs[k] = torch.randn_like(v)
+    path = tmp_path / "ssd512.pth"
+    torch.save(theirs, path)
+    state = convert("ssd.pytorch", path, load_config(ROOT / "configs" / "voc512.yaml"))
+    assert torch.equal(state["model"]["backbone.extras.9.weight"], theirs["extras.9.weight"])
+    assert torch.equal(state["model"]["conf.6.bias"], theirs["conf.6.bias"])
+    assert torch.equal(state["model"]["backbone.l2norm.weight"], theirs["L2Norm.weight"])
+    with pytest.raises(ConversionError, match=r"unexpected keys: extras.8.weight.*7 source maps.*voc512.yaml"):
+        convert("ssd.pytorch", path, load_config(VOC300))

@@ -89,7 +89,10 @@ def test_two_ray_workers_equal_in_process(setup, tmp_path):
             np.testing.assert_array_equal(a["labels"], b["labels"])
             np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-6)
             np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-6)
-        got = score_detections(ds, dets)
+        from ssd_ray.postprocess import DetectArgs
+
+        # the post-processing used is recorded with the metrics (ref: evaluate_model records it)
+        got = score_detections(ds, dets, detect_args=DetectArgs.from_config(cfg.postprocess, cfg.priors.variance))
         assert got.to_json() == ref.to_json()
         planted = _planted(ds, ref_dets)
         got_p, ref_p = score_detections(planted, dets), score_detections(planted, ref_dets)

@@ -330,3 +330,28 @@ def test_clip_before_nms_changes_what_nms_sees():
     (clipped,) = detect(torch.zeros(1, 2, 4), conf, priors, nms_thresh=0.45, clip_before_nms=True)
     assert len(plain["scores"]) == 1 and len(clipped["scores"]) == 2
     assert clipped["boxes"].min() >= 0 and plain["boxes"].min() < 0
+
+
+def test_coco_protocol_over_two_val_splits(coco_set, tmp_path):
+    """Two annotation files of one dataset score as the one file they were split from."""
+    from ssd_ray.config import DataConfig
+    from ssd_ray.data.sources import load_split
+
+    ds, ann_file = coco_set
+    root = ann_file.parents[1]
+    (root / "images" / "a").symlink_to(root / "images" / "val")
+    (root / "images" / "b").symlink_to(root / "images" / "val")
+    for name, ids in (("a", {7}), ("b", {42, 1000})):
+        (root / "annotations" / f"instances_{name}.json").write_text(json.dumps({
+            "images": [i for i in IMAGES if i["id"] in ids], "categories": CATEGORIES,
+            "annotations": [a for a in ANNOTATIONS if a["image_id"] in ids]}))
+    both = load_split(DataConfig(format="coco", root=str(root), train_sets=["a"], val_sets=["a", "b"]), "val")
+    assert len(both.coco_sources) == 2
+    by_id = {d["image_id"]: d for d in coco_detections(ds)}
+    merged = score_detections(both, [by_id[r.image_id] for r in both.records], protocol="coco")
+    whole = score_detections(ds, coco_detections(ds), protocol="coco")
+    assert merged.coco == pytest.approx(whole.coco, abs=1e-12)
+    (root / "annotations" / "instances_b.json").write_text(ann_file.read_text())  # now both hold image 7
+    clash = load_split(DataConfig(format="coco", root=str(root), train_sets=["a"], val_sets=["a", "b"]), "val")
+    with pytest.raises(ValueError, match="share image ids"):
+        score_detections(clash, [by_id[r.image_id] for r in clash.records], protocol="coco")

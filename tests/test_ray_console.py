@@ -109,3 +109,64 @@ def test_hook_wraps_rays_printer(monkeypatch):
     dispatcher.emit(_batch(16016, [RESTART_NOTICES[1], WORKER_LINES[0]]))
     dispatcher.emit(_batch(16016, RESTART_NOTICES[:1]))
     assert [b["lines"] for b in printed] == [[WORKER_LINES[0]]]
+
+
+# ------------------------------------------------------------------ the driver's own stderr (fd 2)
+DRIVER_NOTICE = ("[2026-12-02 00:59:12,473 E 10135 10135] core_worker.cc:2465: Actor with class name: "
+                 "'MapWorker(MapBatches(_DetectActor))' and ID: '0ba1af77dc1d6c4668ad446601000000' has constructor "
+                 "arguments in the object store and max_restarts > 0. If the arguments in the object store go out "
+                 "of scope or are lost, the actor restart will fail. See "
+                 "https://github.com/ray-project/ray/issues/53727 for more details.")
+
+
+def test_filter_stream_passes_partial_lines_and_drops_notices():
+    import io
+    import os
+
+    r, w = os.pipe()
+    os.write(w, f"starting\n{DRIVER_NOTICE}\nprogress 1/3\rprogress 2/3\rlast line, no newline".encode())
+    os.close(w)
+    out = io.BytesIO()
+    from ssd_ray.ray_console import filter_stream
+
+    with os.fdopen(r, "rb") as src:
+        filter_stream(src, out)
+    assert out.getvalue() == b"starting\nprogress 1/3\rprogress 2/3\rlast line, no newline"
+
+
+@pytest.mark.parametrize("ending", ["stop", "exit", "killed"])
+def test_driver_stderr_filter_in_a_real_process(tmp_path, ending):
+    """What C++ writes to fd 2 goes through the filter process; nothing is lost when the driver stops
+    it, exits normally, or is killed (the filter drains the pipe on its own)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, sys
+        from ssd_ray import ray_console
+        ray_console.enable_driver_stderr_filter()
+        ray_console.start_driver_stderr_filter()
+        os.write(2, b"before\\n" + {DRIVER_NOTICE.encode()!r} + b"\\n")
+        print("from python", file=sys.stderr)
+        os.write(2, b"after\\n")
+        if {ending!r} == "stop":
+            ray_console.stop_driver_stderr_filter()
+            os.write(2, b"restored\\n")
+        elif {ending!r} == "killed":
+            os.kill(os.getpid(), signal.SIGKILL)
+        sys.exit(3)
+    """))
+    # capture_output reads to the end of stderr, which the filter process holds until it has drained
+    # the pipe: after a SIGKILL of the driver too.
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60, cwd=str(tmp_path),
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    err = proc.stderr.decode()
+    assert proc.returncode == (-9 if ending == "killed" else 3)  # the exit status is the driver's own
+    assert "core_worker.cc" not in err
+    assert "before\n" in err and "from python\n" in err and "after\n" in err
+    if ending == "stop":
+        assert err.endswith("after\nrestored\n")

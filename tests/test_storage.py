@@ -233,6 +233,31 @@ def _same(a, b):
     assert a.class_names == b.class_names and dict(a.skipped) == dict(b.skipped)
 
 
+def test_index_round_trip_keeps_records_counts_and_metadata():
+    from ssd_ray.data.index import from_parquet, to_parquet
+    from ssd_ray.data.records import DetectionDataset, SkipCounter
+
+    recs = [ImageRecord("a", "s3://b/a.jpg", 50, 40, [[0.1, 0.2, 0.5, 0.6], [0, 0, 1, 1]], [2, 0], [False, True]),
+            ImageRecord("b", "s3://b/b.jpg", 30, 20, np.zeros((0, 4)), [], []),  # a negative image
+            ImageRecord("c", "s3://b/c.jpg", 10, 10, [[0.25, 0.25, 0.75, 0.75]], [1], [False])]
+    skipped = SkipCounter()
+    skipped.skip("unknown_category", "x.json", "annotation 7", key=90, log_it=False)
+    skipped.skip("bad_xml", "y.xml", "truncated", log_it=False)
+    ds = DetectionDataset(["p", "q", "r"], recs, skipped, category_ids=[1, 5, 9], coco_sources=[("s3://b", "val")])
+    back, meta = from_parquet(to_parquet(ds, {"key": "k1"}))
+    assert meta["key"] == "k1"
+    _same(ds, back)
+    assert back.records[1].boxes.shape == (0, 4) and back.records[0].boxes.dtype == np.float32
+    assert back.records[0].labels.dtype == np.int64 and back.records[0].difficult.dtype == bool
+    assert back.records[0].boxes.flags.writeable  # not Arrow's read-only buffers
+    assert [r.path for r in back.records] == [r.path for r in recs] and back.records[2].width == 10
+    assert back.category_ids == [1, 5, 9] and back.coco_sources == [("s3://b", "val")]
+    assert back.skipped.keys == {"unknown_category": {90: 1}}  # an int key stays an int
+    assert back.skipped.examples == skipped.examples
+    empty, _ = from_parquet(to_parquet(DetectionDataset(["p"], []), {}))
+    assert empty.records == [] and empty.class_names == ["p"]
+
+
 def test_voc_in_a_bucket_reads_like_local_and_the_index_is_reused(s3_env, shapes_voc, tmp_path, caplog):
     b = _bucket(s3_env, shapes_voc, "VOCdevkit")
     keys_before = s3_env.keys(b)
@@ -341,13 +366,16 @@ def test_runs_in_a_bucket_resume_lookup_snapshot_and_outputs(s3_env, tmp_path):
     assert latest_checkpoint(f"{root}/tiny-20260103-000000") is None
     assert find_run(root, "tiny") == "tiny-20260102-000000"  # the latest with a checkpoint
     assert find_run(root, "tiny", "tiny-20260101-000000") == "tiny-20260101-000000"
-    assert registered_iteration(f"{root}/tiny-20260101-000000") == 8  # no snapshot: newest folder
+    assert registered_iteration(f"{root}/tiny-20260101-000000") is None  # no snapshot: Ray restores nothing
     storage.write_text(f"{root}/tiny-20260101-000000/{SNAPSHOT_FILE}",
                        '{"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_00000004", "metrics": {}}}')
     assert registered_iteration(f"{root}/tiny-20260101-000000") == 4  # Ray's snapshot decides
 
+    big = b"w" * (2 << 20)  # an earlier attempt's model file: stays in the bucket, untouched
+    storage.write_bytes(f"{root}/tiny-20260102-000000/outputs/old_model.pt", big)
     out = RunOutputs(f"{root}/tiny-20260102-000000")
     assert out.pull() == 1 and (out.local / "config.yaml").read_text() == "name: tiny"
+    assert not (out.local / "old_model.pt").exists()
     owner.record(out.local, resumed=True)
     (out.local / "model.pt").write_bytes(b"m")
     assert out.push() == 2 and out.push() == 0  # only what changed goes up
@@ -358,6 +386,7 @@ def test_runs_in_a_bucket_resume_lookup_snapshot_and_outputs(s3_env, tmp_path):
     local = out.local
     out.close()
     assert not local.exists() and storage.read_bytes(out.uri("model.pt")) == b"m"
+    assert storage.read_bytes(out.uri("old_model.pt")) == big
 
 
 # --------------------------------------------------------------- the CLI: one error before training

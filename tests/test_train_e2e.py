@@ -13,6 +13,7 @@ from ssd_ray import checkpoint as ckpt_io
 from ssd_ray.config import Config, config_from_dict
 from ssd_ray.data.shapes import write_shapes
 from ssd_ray.train.launch import latest_checkpoint, run_training
+from ssd_ray.train.stream import registered_iteration
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +139,9 @@ def test_killed_worker_restarts_from_checkpoint(ray_local, shapes_root, tmp_path
     def killer():
         deadline = time.time() + 240
         while time.time() < deadline:
-            runs = [p for p in tmp_path.glob("tiny-*") if latest_checkpoint(p)]
+            # A checkpoint Ray has registered (an uploaded folder whose report was not processed yet
+            # is not what a restart restores).
+            runs = [p for p in tmp_path.glob("tiny-*") if registered_iteration(p) is not None]
             if runs:
                 break
             time.sleep(0.2)
@@ -147,7 +150,7 @@ def test_killed_worker_restarts_from_checkpoint(ray_local, shapes_root, tmp_path
         for a in list_actors(address=dashboard,
                              filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
             os.kill(a.pid, signal.SIGKILL)
-            killed["at"] = latest_checkpoint(runs[0])[0]
+            killed["at"] = registered_iteration(runs[0])
             return
 
     t = threading.Thread(target=killer, daemon=True)

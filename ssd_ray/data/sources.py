@@ -120,4 +120,6 @@ def _concat(parts: list[DetectionDataset]) -> DetectionDataset:
     skipped = SkipCounter()
     for p in parts:
         skipped.merge(p.skipped)
-    return DetectionDataset(first.class_names, [r for p in parts for r in p.records], skipped, first.category_ids)
+    sources = [s for p in parts for s in (p.coco_sources or [])]  # official COCO evaluation reads these files
+    return DetectionDataset(first.class_names, [r for p in parts for r in p.records], skipped, first.category_ids,
+                            coco_sources=sources or None)

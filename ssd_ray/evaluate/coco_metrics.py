@@ -195,11 +195,14 @@ def official_coco_gt(dataset: DetectionDataset) -> tuple[COCO, list[str]] | None
     sources = getattr(dataset, "coco_sources", None)
     if not sources:
         return None
+    from ssd_ray import storage
     from ssd_ray.data.coco import annotation_file, coco_api
 
     paths = [annotation_file(root, split) for root, split in sources]
-    key = tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths if os.path.isfile(p))
-    if len(key) == len(paths) and key in _OFFICIAL_CACHE:
+    # Local files are cached by version; bucket objects (read through ssd_ray.storage) are read each time.
+    local = all(not storage.is_uri(p) and os.path.isfile(p) for p in paths)
+    key = tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths) if local else None
+    if key is not None and key in _OFFICIAL_CACHE:
         return _OFFICIAL_CACHE[key], paths
     apis = [coco_api(root, split) for root, split in sources]
     if len(apis) == 1:
@@ -221,7 +224,7 @@ def official_coco_gt(dataset: DetectionDataset) -> tuple[COCO, list[str]] | None
         gt.dataset = {"images": images, "annotations": annotations, "categories": cats}
         with _quiet():
             gt.createIndex()
-    if len(key) == len(paths):
+    if key is not None:
         while len(_OFFICIAL_CACHE) >= 2:
             _OFFICIAL_CACHE.pop(next(iter(_OFFICIAL_CACHE)))
         _OFFICIAL_CACHE[key] = gt

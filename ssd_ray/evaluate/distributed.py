@@ -48,10 +48,14 @@ def checkpoint_classes(checkpoint_path: str | os.PathLike) -> list[str]:
 
 
 def check_classes(checkpoint_path, model_classes: Sequence[str], dataset: DetectionDataset) -> None:
-    """ValueError unless the checkpoint predicts exactly the dataset's classes, in the same order."""
+    """DataError (a ValueError; exit 2 from the CLIs) unless the checkpoint predicts exactly the dataset's
+    classes, in the same order."""
+    from ssd_ray.errors import DataError
+
     if list(dataset.class_names) != list(model_classes):
-        raise ValueError(f"{checkpoint_path} predicts classes {list(model_classes)}, but the dataset has "
-                         f"{list(dataset.class_names)}: scores would be meaningless")
+        raise DataError(f"{checkpoint_path} predicts classes {list(model_classes)}, but the dataset has "
+                        f"{list(dataset.class_names)}: scores would be meaningless (set data.classes to the "
+                        f"model's classes, in its order)")
 
 
 class _DetectActor:

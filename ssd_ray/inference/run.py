@@ -26,7 +26,8 @@ from .sources import NOT_AN_IMAGE, ImageListing
 
 log = logging.getLogger("ssd_ray.predict")
 
-MIN_BATCHES_PER_BLOCK = 4  # small sources: blocks of 4 batches, so several read tasks run at once
+BATCHES_PER_BLOCK = 4  # source blocks of 4 batches: small steps through the stream
+BLOCKS_PER_WORKER = 4  # small sources: blocks of fewer batches, so that every actor gets work
 MAX_SOURCE_BLOCKS = 200  # large sources: at most Ray Data's default read parallelism in blocks (each
 # becomes a read task that streams its output batch by batch), however many images there are
 
@@ -88,14 +89,16 @@ def fit_cpus(total_cpus: float, num_workers: int) -> tuple[float, float]:
     return share, math.floor(share * 50) / 100
 
 
-def source_blocks(todo: ImageListing, batch_size: int) -> list:
-    """The listing as pyarrow tables of `{path, key}` rows: whole batches per block (the actors then
-    batch the same images together as the in-process path does), at least MIN_BATCHES_PER_BLOCK
-    batches each and at most MAX_SOURCE_BLOCKS blocks."""
+def source_blocks(todo: ImageListing, batch_size: int, num_workers: int) -> list:
+    """The listing as pyarrow tables of `{path, key}` rows, each a whole number of batches (so the
+    actors batch together the same images as the in-process path): BATCHES_PER_BLOCK batches, fewer
+    when that would leave actors idle (BLOCKS_PER_WORKER blocks per actor), more when it would make
+    more than MAX_SOURCE_BLOCKS blocks."""
     import pyarrow as pa
 
     batches = math.ceil(len(todo) / batch_size)
-    rows = max(MIN_BATCHES_PER_BLOCK, math.ceil(batches / MAX_SOURCE_BLOCKS)) * batch_size
+    per_block = min(BATCHES_PER_BLOCK, math.ceil(batches / (BLOCKS_PER_WORKER * num_workers)))
+    rows = max(per_block, math.ceil(batches / MAX_SOURCE_BLOCKS), 1) * batch_size
     return [pa.table({"path": todo.paths[i:i + rows], "key": todo.keys[i:i + rows]})
             for i in range(0, len(todo), rows)]
 
@@ -166,7 +169,7 @@ def _on_ray(checkpoint_path, todo: ImageListing, sink: Sink, skipped: SkippedRep
     log.info("Ray Data: %d detection actor(s) on %s with %.2f CPU each, read%s tasks %.2f CPU each",
              num_workers, device, cpus, "/draw" if sink.draws else "", read_cpus)
 
-    ds = ray.data.from_arrow(source_blocks(todo, batch_size)).map_batches(
+    ds = ray.data.from_arrow(source_blocks(todo, batch_size, num_workers)).map_batches(
         read_resize, fn_kwargs={"image_size": image_size, "filesystem": todo.filesystem},
         batch_size=batch_size, batch_format="numpy", num_cpus=read_cpus)
     ds = detect_stage(ds, checkpoint_path, num_workers, batch_size, device,

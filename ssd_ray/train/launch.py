@@ -151,7 +151,7 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
     from ..data.pipeline import configure_data_context, data_execution_options
     from . import reproduce, tracking
     from .loop import train_loop_per_worker
-    from .stream import TrainStream
+    from .stream import TrainStream, registered_iteration
 
     t0 = time.perf_counter()
     root = cfg.ray.storage_path  # a local folder or a bucket URI (s3://bucket/runs)
@@ -162,11 +162,12 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
     # stops the run here, before anything is written. A bucket data.root is read through its
     # annotation index under the storage path (ssd_ray/data/index.py).
     index_dir = storage.join(root, "index")
+    # "auto" -> what the starting weights expect (an imported model keeps its own); saved in the config.
+    # Before any data is read: a contradiction is a config error.
+    cfg = ckpt_io.resolve_normalization(cfg, init_from)
     train_ds = load_split(cfg.data, "train", index_dir=index_dir)
     val_ds = load_split(cfg.data, "val", index_dir=index_dir)
     cfg = cfg.with_num_classes(train_ds.class_names)
-    # "auto" -> what the starting weights expect (an imported model keeps its own); saved in the config.
-    cfg = ckpt_io.resolve_normalization(cfg, init_from)
     skipped_records = {**{f"train/{k}": v for k, v in train_ds.skipped.items()},
                        **{f"val/{k}": v for k, v in val_ds.skipped.items()}}
     log.info("data: %d train / %d val images, %d classes%s", len(train_ds), len(val_ds),
@@ -178,10 +179,12 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
     start_iter, mlflow_run_id = 0, None
     if resume:
         run_name = find_run(root, cfg.name, resume if isinstance(resume, str) else None)
-        found = latest_checkpoint(storage.join(root, run_name))
-        if found:
-            start_iter = found[0]
-            mlflow_run_id = ckpt_io.load(found[1]).get("mlflow_run_id")
+        # What Ray Train will restore (its checkpoint manager's record), not merely the newest folder.
+        registered = registered_iteration(storage.join(root, run_name))
+        if registered is not None:
+            start_iter = registered
+            mlflow_run_id = ckpt_io.load(storage.join(root, run_name, f"checkpoint_{registered:08d}")).get(
+                "mlflow_run_id")
         log.info("resuming %s from iteration %d", run_name, start_iter)
     run_name = run_name or new_run_name(cfg)
     run_dir = storage.join(root, run_name)

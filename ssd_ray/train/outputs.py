@@ -44,12 +44,14 @@ class RunOutputs:
         return {p.relative_to(self.local).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
                 for p in self.local.rglob("*") if p.is_file() and not p.name.endswith(".tmp")}
 
-    def pull(self) -> int:
-        """Fetch the bucket's `outputs/` (a resumed run's earlier files); returns the number of files."""
+    def pull(self, max_bytes: int = 1 << 20) -> int:
+        """Fetch the small files of the bucket's `outputs/` (a resumed run's owner record, provenance,
+        config); model files stay in the bucket until `pull_file` asks for one. A file not fetched is
+        never pushed back, so it stays as it is. Returns the number of files fetched."""
         if not self.mirrored:
             return 0
         try:
-            entries = [e for e in storage.list_dir(self.remote, recursive=True) if not e.is_dir]
+            entries = [e for e in storage.list_dir(self.remote, recursive=True) if not e.is_dir and e.size <= max_bytes]
         except FileNotFoundError:
             return 0
         for e in entries:

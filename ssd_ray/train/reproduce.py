@@ -81,12 +81,17 @@ def _dataset_inputs(cfg, fingerprints: dict[str, DataFingerprint]) -> list:
     """MLflow dataset inputs: the run's "Datasets used", one per split."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
+    from .. import storage
+
     sets = {"train": cfg.data.train_sets, "val": cfg.data.val_sets}
     context = {"train": "training", "val": "validation"}
+    root = str(cfg.data.root)
+    folder = root.rstrip("/").rsplit("/", 1)[-1]  # a local path or a bucket URI
     out = []
     for split, fp in fingerprints.items():
-        name = f"{cfg.data.format}:{Path(cfg.data.root).name}:{'+'.join(sets.get(split, [split]))}"
-        ds = Dataset(name=name[:500], digest=fp.digest.split(":", 1)[1][:32], source_type="local",
+        name = f"{cfg.data.format}:{folder}:{'+'.join(sets.get(split, [split]))}"
+        ds = Dataset(name=name[:500], digest=fp.digest.split(":", 1)[1][:32],
+                     source_type=storage.scheme(root) if storage.is_uri(root) else "local",
                      source=json.dumps({"uri": cfg.data.root}),
                      profile=json.dumps({"images": fp.images, "objects": fp.objects,
                                          "classes": len(fp.class_names), "fingerprint": fp.digest}))

@@ -23,27 +23,27 @@ _CKPT_DIR = re.compile(r"^checkpoint_(\d{8})$")
 
 
 def registered_iteration(run_dir: str | Path) -> int | None:
-    """Iteration of the checkpoint Ray Train restores in `run_dir`, or None before the first one.
+    """Iteration of the checkpoint Ray Train restores in `run_dir`, or None when it restores none.
 
     Ray's checkpoint manager writes its state (the latest *registered* checkpoint) to the run folder
-    after each report; a checkpoint folder copied but not yet registered when a process died is not
-    what Ray restores, so the snapshot decides. Without a snapshot (a run folder from elsewhere), the
-    newest complete `checkpoint_<iteration>` folder. `run_dir` may be a bucket URI (ssd_ray/storage.py).
+    each time it registers one, and restores exactly that. A checkpoint folder uploaded by a worker
+    that died before the controller registered its report is on disk but is never restored, so the
+    folders themselves do not decide (tests/test_train_e2e.py kills a worker right after an upload).
+    `run_dir` may be a bucket URI (ssd_ray/storage.py).
     """
     from .. import storage
 
-    run_dir = str(run_dir)
-    snap = storage.join(run_dir, SNAPSHOT_FILE)
-    if storage.is_file(snap):
-        latest = (json.loads(storage.read_text(snap)) or {}).get("latest_checkpoint_result")
-        if latest:
-            it = (latest.get("metrics") or {}).get("iteration")
-            m = _CKPT_DIR.match(latest.get("checkpoint_dir_name", ""))
-            return int(it) if it is not None else int(m.group(1)) if m else None
-    from .launch import latest_checkpoint
-
-    found = latest_checkpoint(run_dir)
-    return found[0] if found else None
+    snap = storage.join(str(run_dir), SNAPSHOT_FILE)
+    if not storage.is_file(snap):
+        return None
+    latest = (json.loads(storage.read_text(snap)) or {}).get("latest_checkpoint_result")
+    if not latest:
+        return None
+    it = (latest.get("metrics") or {}).get("iteration")
+    if it is not None:
+        return int(it)
+    m = _CKPT_DIR.match(latest.get("checkpoint_dir_name", ""))
+    return int(m.group(1)) if m else None
 
 
 class TrainStream:

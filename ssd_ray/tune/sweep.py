@@ -220,10 +220,19 @@ def run_sweep(loaded: LoadedSweep, *, address: str | None = None, resume: bool |
     from ..runtime import init_ray
 
     spec, cfg = loaded.spec, loaded.base
+    from .. import storage
+
+    if storage.is_uri(cfg.ray.storage_path):  # the sweep's own state and report are local files for now
+        from ..config import ConfigError
+
+        raise ConfigError(f"ray.storage_path={cfg.ray.storage_path}: sweeps keep their state under a local or "
+                          f"mounted storage path (EFS); a bucket data.root works, a bucket storage path is for "
+                          f"pipelines.train")
     # Once, here, before anything is written: concurrent trials must not all generate the synthetic
     # data, and data that disagrees with the config stops the sweep (DataError) before any trial.
-    load_split(cfg.data, "train")
-    load_split(cfg.data, "val")
+    index_dir = storage.join(cfg.ray.storage_path, "index")  # a bucket data.root: the trials reuse this index
+    load_split(cfg.data, "train", index_dir=index_dir)
+    load_split(cfg.data, "val", index_dir=index_dir)
     tune_root = Path(cfg.ray.storage_path) / "tune"
     tune_root.mkdir(parents=True, exist_ok=True)
     if resume:
