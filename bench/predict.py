@@ -4,12 +4,13 @@ Setup: the shapes demo model (configs/shapes.yaml: light backbone width 24, 224 
 weights (throughput does not depend on training), shapes images of 256 px generated once into
 `--data` (default data/bench_predict), batch 16, score 0.5, JSON-lines output (no drawings).
 
-`--section rate`: images/s on `--images` (2,000) images for the in-process path (`Predictor`, torch's
-default threads) and Ray Data with 1 and 2 CPU workers (read tasks + model actors), in alternating
-order per round. Reported apart: Ray start-up (`ray.init`, once per process), the time to the first
+`--section rate`: images/s on `--images` (2,000) images for the in-process path (`Predictor`, with
+torch's default threads and with one) and Ray Data with 1 and 2 CPU workers (read tasks + model
+actors of one torch thread each), in alternating order per round. Reported apart: Ray start-up (`ray.init`, once per process), the time to the first
 finished batch (Ray Data start, actor processes, each actor loading the model, one batch; in-process:
 loading the model + one batch) and the steady rate (images/s from the first finished batch to the
-last). The ratio column divides by the in-process steady rate of the same round.
+last). The ratio column divides by the in-process one-thread steady rate of the same round; driver
+CPU % is the CPU time of the process calling `predict_images` (in-process: the model's too).
 
 `--section memory`: peak driver RSS (`ru_maxrss` of the process running `pipelines.predict`, a fresh
 process each) with `--num-workers 2` on the same 2,000 images and on `--big` (20,000) images, the
@@ -86,7 +87,14 @@ def section_rate(ckpt: str, images: Path, rounds: int) -> None:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - t0
     ray.data.DataContext.get_current().enable_progress_bars = False
-    variants = {"in-process (Predictor)": None, "Ray Data, 1 CPU worker": 1, "Ray Data, 2 CPU workers": 2}
+    import torch
+
+    default_threads = torch.get_num_threads()
+    # name -> (num_workers, torch threads of this process); Ray's actors run 1 thread each.
+    variants = {f"in-process, {default_threads} torch threads (default)": (None, default_threads),
+                "in-process, 1 torch thread": (None, 1),
+                "Ray Data, 1 CPU worker": (1, 1), "Ray Data, 2 CPU workers": (2, 1)}
+    baseline = "in-process, 1 torch thread"
     stats: dict[str, dict[str, list[float]]] = {v: {"steady": [], "first": [], "total": [], "ratio": [], "cpu": []}
                                                 for v in variants}
     load = []
@@ -96,8 +104,10 @@ def section_rate(ckpt: str, images: Path, rounds: int) -> None:
             steady = {}
             load.append(os.getloadavg()[0])
             for name in order:
+                workers, threads = variants[name]
+                torch.set_num_threads(threads)
                 with tempfile.TemporaryDirectory() as out:
-                    s = predict_images(ckpt, listing, JsonlSink(out), num_workers=variants[name], batch_size=16,
+                    s = predict_images(ckpt, listing, JsonlSink(out), num_workers=workers, batch_size=16,
                                        score_thresh=0.5, progress_every_s=1e9)
                 assert s.predicted == n, (name, s.predicted)
                 steady[name] = s.steady_images_per_s
@@ -108,14 +118,14 @@ def section_rate(ckpt: str, images: Path, rounds: int) -> None:
                 print(f"round {r}: {name}: steady {s.steady_images_per_s:.1f} images/s, first batch after "
                       f"{s.startup_s['first_result']:.1f} s, {n / s.seconds:.1f} images/s overall", flush=True)
             for name in variants:
-                stats[name]["ratio"].append(steady[name] / steady["in-process (Predictor)"])
+                stats[name]["ratio"].append(steady[name] / steady[baseline])
     finally:
         ray.shutdown()
     rows = [[name, _range(st["steady"]), _range(st["ratio"], 2), _range(st["first"]), _range(st["total"]),
              _range(st["cpu"], 0)] for name, st in stats.items()]
     print(f"\n{n} images, {rounds} round(s), Ray start-up (ray.init) {ray_start:.1f} s, "
           f"load average at round starts {', '.join(f'{x:.1f}' for x in load)}; median (min-max)")
-    print(format_table(["variant", "steady images/s", "x in-process", "first batch s", "overall images/s",
+    print(format_table(["variant", "steady images/s", "x in-process 1 thread", "first batch s", "overall images/s",
                         "driver CPU %"], rows))
 
 

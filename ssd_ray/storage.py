@@ -462,8 +462,9 @@ def s3_credentials_problem() -> str | None:
 
 def check_access(path: str | os.PathLike, what: str, must_exist: bool = True) -> None:
     """Raise one StorageError naming `what` and the URI when it cannot be used: no credentials (S3), a
-    missing bucket, a refused listing, or (with `must_exist`) nothing under the prefix. Local paths
-    and stores other than S3 get the same existence check. Costs one or two requests."""
+    missing bucket, a refused listing, or (with `must_exist`) nothing under the prefix. Other stores
+    get the same bucket and listing checks (no credentials check); local paths are left to the
+    readers, whose errors name the folder. Costs two or three requests."""
     from pyarrow import fs as pafs
 
     if not is_uri(path):

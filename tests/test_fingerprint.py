@@ -45,7 +45,8 @@ def test_digest_format_counts_and_tags():
     assert fp.class_names == ["a", "b", "c"] and fp.mode == "records"
     tags = fp.tags("train")
     assert tags["ssd_ray.data.train.fingerprint"] == fp.digest
-    assert tags["ssd_ray.data.train.images"] == "20" and json.loads(tags["ssd_ray.data.train.classes"]) == ["a", "b", "c"]
+    assert tags["ssd_ray.data.train.images"] == "20"
+    assert json.loads(tags["ssd_ray.data.train.classes"]) == ["a", "b", "c"]
     assert fingerprint(_copy(ds)) == fp  # deterministic
 
 
