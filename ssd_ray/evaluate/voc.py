@@ -40,6 +40,15 @@ class VocMetrics:
     mAP_area: float | None
     absent: list[str]  # classes with no non-difficult ground truth: excluded from the means
 
+    @classmethod
+    def from_classes(cls, classes: list[ClassAP]) -> "VocMetrics":
+        """Means over the classes that have ground truth; the others are listed as absent."""
+        present = [c for c in classes if not c.absent]
+        return cls(classes=classes,
+                   mAP_07=float(np.mean([c.ap_07 for c in present])) if present else None,
+                   mAP_area=float(np.mean([c.ap_area for c in present])) if present else None,
+                   absent=[c.name for c in classes if c.absent])
+
 
 def evaluate_detections(
     records: Sequence[ImageRecord],
@@ -96,10 +105,4 @@ def evaluate_detections(
             ap_07=voc_ap(rec, prec, True) if present else None,
             ap_area=voc_ap(rec, prec, False) if present else None,
             rec=rec, prec=prec))
-    present = [c for c in classes if not c.absent]
-    return VocMetrics(
-        classes=classes,
-        mAP_07=float(np.mean([c.ap_07 for c in present])) if present else None,
-        mAP_area=float(np.mean([c.ap_area for c in present])) if present else None,
-        absent=[c.name for c in classes if c.absent],
-    )
+    return VocMetrics.from_classes(classes)

@@ -107,10 +107,4 @@ def voc07_ssd_pytorch(
             name=name, npos=npos, num_detections=len(confidence),
             ap_07=voc_ap(rec, prec, True) if present else None,
             ap_area=voc_ap(rec, prec, False) if present else None, rec=rec, prec=prec))
-    present = [c for c in classes if not c.absent]
-    return VocMetrics(
-        classes=classes,
-        mAP_07=float(np.mean([c.ap_07 for c in present])) if present else None,
-        mAP_area=float(np.mean([c.ap_area for c in present])) if present else None,
-        absent=[c.name for c in classes if c.absent],
-    )
+    return VocMetrics.from_classes(classes)
