@@ -166,10 +166,12 @@ def _on_ray(checkpoint_path, todo: ImageListing, sink: Sink, skipped: SkippedRep
             raise ValueError(msg)
         log.warning("%s; the actors wait until GPU nodes join", msg)
     cpus, read_cpus = fit_cpus(resources.get("CPU", 0), num_workers)
+    blocks = source_blocks(todo, batch_size, num_workers)
+    num_workers = min(num_workers, len(blocks))  # a few images: no actor without a block to work on
     log.info("Ray Data: %d detection actor(s) on %s with %.2f CPU each, read%s tasks %.2f CPU each",
              num_workers, device, cpus, "/draw" if sink.draws else "", read_cpus)
 
-    ds = ray.data.from_arrow(source_blocks(todo, batch_size, num_workers)).map_batches(
+    ds = ray.data.from_arrow(blocks).map_batches(
         read_resize, fn_kwargs={"image_size": image_size, "filesystem": todo.filesystem},
         batch_size=batch_size, batch_format="numpy", num_cpus=read_cpus)
     ds = detect_stage(ds, checkpoint_path, num_workers, batch_size, device,
