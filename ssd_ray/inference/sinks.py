@@ -16,6 +16,8 @@ A half-written last line of `predictions.jsonl` (a run killed mid-write) is cut 
 
 from __future__ import annotations
 
+import abc
+
 import glob
 import json
 import logging
@@ -40,7 +42,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class Sink:
+class Sink(abc.ABC):
     """Base: `done_mask(listing)` before the run, `write(results)` per batch, `close()` at the end."""
 
     draws = False  # whether `write` wants `ImageResult.drawn`
@@ -51,11 +53,13 @@ class Sink:
         self.overwrite = overwrite
         self.written = 0
 
+    @abc.abstractmethod
     def done_mask(self, listing) -> list[bool]:
-        raise NotImplementedError
+        """Per listed image: True when its result is already written (skipped unless overwrite)."""
 
+    @abc.abstractmethod
     def write(self, results: list[ImageResult]) -> None:
-        raise NotImplementedError
+        """Write one batch of results as they arrive."""
 
     def close(self) -> None:
         pass
