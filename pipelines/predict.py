@@ -5,7 +5,8 @@
         [--format per-image|jsonl|parquet] [--no-draw] [--recursive] [--overwrite] [--address ADDR]
 
 SRC: an image file, a folder (with --recursive its subfolders too), or a text file (.txt/.lst)
-listing image paths, one per line (relative to the list's folder). Files without an image suffix are
+listing image paths, one per line (relative to the list's folder); local, or in object storage
+(`s3://bucket/prefix`, credentials and endpoint from the standard AWS settings, as for training data). Files without an image suffix are
 left out and counted as "not an image (suffix)"; images that cannot be decoded are listed with the
 reason in DST/skipped.jsonl; neither stops the run. An empty source is an error (exit 2).
 
@@ -40,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="model file (outputs/model.pt) or training checkpoint")
-    p.add_argument("--images", required=True, help="an image file, a folder of images, or a .txt list of paths")
+    p.add_argument("--images", required=True, help="an image file, a folder of images, or a .txt list of paths; local or s3://bucket/prefix")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--num-workers", type=int, help="stream through Ray Data with this many model actors "
                                                    "(default: predict in this process)")
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
     from ssd_ray.inference.run import model_info, predict_images
     from ssd_ray.inference.sinks import check_out_dir, make_sink
     from ssd_ray.inference.sources import SourceError, list_images
+    from ssd_ray.storage import StorageError
 
     if args.num_workers is not None and args.num_workers < 1:
         return _error(f"--num-workers must be >= 1, got {args.num_workers} (leave it out to predict in-process)")
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
         draws = args.format == "per-image" and not args.no_draw
         check_out_dir(args.out, listing, args.recursive, draws)
         sink = make_sink(args.format, args.out, overwrite=args.overwrite, draw=not args.no_draw)
-    except (SourceError, ValueError, FileNotFoundError) as e:
+    except (SourceError, StorageError, ValueError, FileNotFoundError) as e:
         return _error(str(e))
     if args.num_workers is not None:
         import ray

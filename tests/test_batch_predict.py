@@ -96,8 +96,6 @@ def test_empty_and_missing_sources_are_errors_naming_them(tmp_path):
     (tmp_path / "x.csv").write_text("a")
     with pytest.raises(SourceError, match="neither an image"):
         list_images(str(tmp_path / "x.csv"))
-    with pytest.raises(SourceError, match="not supported yet"):
-        list_images("s3://bucket/prefix")
 
 
 def test_drawings_may_not_land_among_the_sources(tmp_path):
@@ -221,7 +219,7 @@ def test_source_blocks_hold_whole_batches_and_are_capped(monkeypatch):
     import ssd_ray.inference.run as run
     from ssd_ray.inference.sources import ImageListing
 
-    listing = ImageListing("src", None, [f"/x/{i}.jpg" for i in range(70)], [str(i) for i in range(70)], "/x")
+    listing = ImageListing("src", [f"/x/{i}.jpg" for i in range(70)], [str(i) for i in range(70)], "/x")
     # 70 images, batch 4: 18 batches; 1 worker: 4 batches (16 rows) per block -> 5 blocks, the last 6 rows.
     blocks = source_blocks(listing, 4, num_workers=1)
     assert [b.num_rows for b in blocks] == [16, 16, 16, 16, 6]
@@ -296,6 +294,50 @@ def test_cli_reports_bad_files_and_resumes(checkpoint, tmp_path, caplog):
     assert main(args + ["--overwrite"]) == 0
     run = json.loads((out / "runs.jsonl").read_text().splitlines()[-1])
     assert run["already_done"] == 0 and run["predicted"] == 2
+
+
+def test_bucket_prefix_source_reads_like_the_local_folder(checkpoint, s3_env, tmp_path):
+    """SRC in S3 (a local moto server): the same listing, reports and detections as the local copy,
+    rows naming the objects by URI; the Ray read task (`read_resize`) reads the bucket the same way."""
+    import uuid
+
+    from pipelines.predict import main
+    from ssd_ray.inference.read import read_resize
+
+    src = _messy_folder(tmp_path)
+    _jpeg(src / "deep" / "c.jpg", seed=4)
+    bucket = f"t-{uuid.uuid4().hex[:12]}"
+    s3_env.make_bucket(bucket)
+    s3_env.upload_dir(src, bucket, "cam/day1")
+    uri = f"s3://{bucket}/cam/day1"
+
+    listing = list_images(uri + "/", recursive=True)
+    assert listing.paths == [f"{uri}/{n}" for n in ("a.jpg", "b.png", "corrupt.jpg", "deep/c.jpg", "empty.png")]
+    assert listing.keys == ["a", "b", "corrupt", "deep/c", "empty"] and listing.not_images == {".txt": 1, "": 1}
+    # A list in the bucket: relative entries are relative to its prefix.
+    s3_env.client().put_object(Bucket=bucket, Key="cam/lists/sel.txt", Body=b"../day1/a.jpg\n# x\n../day1/deep/c.jpg\n")
+    selected = list_images(f"s3://{bucket}/cam/lists/sel.txt")
+    assert selected.paths == [f"{uri}/a.jpg", f"{uri}/deep/c.jpg"] and selected.keys == ["a", "deep/c"]
+    with pytest.raises(SourceError, match="no such file"):
+        list_images(f"s3://{bucket}/nothing/here")
+
+    local_out, bucket_out = tmp_path / "local", tmp_path / "bucket"
+    common = ["--checkpoint", checkpoint, "--score", "0.1", "--recursive", "--format", "jsonl"]
+    assert main(common + ["--images", str(src), "--out", str(local_out)]) == 0
+    assert main(common + ["--images", uri, "--out", str(bucket_out)]) == 0
+    local, remote = _rows(local_out), _rows(bucket_out)
+    assert sorted(remote) == [f"{uri}/a.jpg", f"{uri}/b.png", f"{uri}/deep/c.jpg"]
+    for path, row in remote.items():
+        assert row == {**local[str(src / path[len(uri) + 1:])], "image": path}
+    skipped = {json.loads(x)["image"]: json.loads(x)["reason"] for x in (bucket_out / "skipped.jsonl").read_text().splitlines()}
+    assert skipped[f"{uri}/empty.png"] == "empty file (0 bytes)" and f"{uri}/corrupt.jpg" in skipped
+    assert json.loads((bucket_out / "runs.jsonl").read_text())["skipped"] == {NOT_AN_IMAGE: 2, "unreadable": 2}
+    assert main(common + ["--images", uri, "--out", str(bucket_out)]) == 0  # resume: the bucket's rows are done
+    assert json.loads((bucket_out / "runs.jsonl").read_text().splitlines()[-1])["already_done"] == 3
+
+    batch = read_resize({"path": np.array([f"{uri}/a.jpg", f"{uri}/empty.png"], dtype=object)}, image_size=32)
+    assert batch["image"].shape == (2, 32, 32, 3) and (batch["width"][0], batch["height"][0]) == (50, 40)
+    assert list(batch["error"]) == ["", "empty file (0 bytes)"]
 
 
 def test_cli_exit_codes(checkpoint, tmp_path, capsys):

@@ -30,7 +30,7 @@ def render(image: np.ndarray, boxes_px: np.ndarray, names: list[str], scores: np
     return buf.tobytes()
 
 
-def draw_batch(batch: dict[str, np.ndarray], class_names: list[str], filesystem) -> dict[str, np.ndarray]:
+def draw_batch(batch: dict[str, np.ndarray], class_names: list[str]) -> dict[str, np.ndarray]:
     """`map_batches` task after the detection actors: adds `drawn` (encoded bytes per row, b"" where
     the image was unreadable)."""
     from .read import UnreadableImage, read_image
@@ -44,7 +44,7 @@ def draw_batch(batch: dict[str, np.ndarray], class_names: list[str], filesystem)
             drawn.append(b"")
             continue
         try:
-            image = read_image(filesystem, path)
+            image = read_image(path)
         except UnreadableImage:  # changed since it was read: the detections stand, without a drawing
             drawn.append(b"")
             continue

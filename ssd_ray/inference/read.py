@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ssd_ray import storage
 from ssd_ray.data.augment import EvalTransform, decode_image
 
 
@@ -16,11 +17,11 @@ class UnreadableImage(ValueError):
     """A listed file that gives no image; the message is the reason (the report names the file)."""
 
 
-def read_image(filesystem, path: str) -> np.ndarray:
-    """The file's pixels, uint8 `[H,W,3]` RGB; UnreadableImage saying why not."""
+def read_image(path: str) -> np.ndarray:
+    """The file's pixels (a local path or a URI, read through `ssd_ray.storage`, transient store errors
+    retried), uint8 `[H,W,3]` RGB; UnreadableImage saying why not."""
     try:
-        with filesystem.open_input_file(path) as f:
-            data = f.read()
+        data = storage.read_bytes(path)
     except FileNotFoundError:
         raise UnreadableImage("missing file (removed after listing?)") from None
     except OSError as e:
@@ -33,7 +34,7 @@ def read_image(filesystem, path: str) -> np.ndarray:
         raise UnreadableImage(f"cannot decode {len(data)} bytes: not an image format cv2 reads") from None
 
 
-def read_resize(batch: dict[str, np.ndarray], image_size: int, filesystem) -> dict[str, np.ndarray]:
+def read_resize(batch: dict[str, np.ndarray], image_size: int) -> dict[str, np.ndarray]:
     """`map_batches` task: `{"path" [b], ...}` -> the same columns plus
 
     `image` uint8 `[b,S,S,3]` RGB resized to `image_size` (zeros where unreadable), `width`, `height`
@@ -48,7 +49,7 @@ def read_resize(batch: dict[str, np.ndarray], image_size: int, filesystem) -> di
     errors = [""] * b
     for i, path in enumerate(paths):
         try:
-            image = read_image(filesystem, path)
+            image = read_image(path)
         except UnreadableImage as e:
             errors[i] = str(e)
             continue

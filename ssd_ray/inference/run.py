@@ -128,7 +128,7 @@ def _in_process(checkpoint_path, todo: ImageListing, sink: Sink, skipped: Skippe
         readable = []
         for path, key in rows:
             try:
-                readable.append((path, key, read_image(todo.filesystem, path)))
+                readable.append((path, key, read_image(path)))
             except UnreadableImage as e:
                 skipped.add(path, str(e))
         dets = predictor.predict_arrays([image for _, _, image in readable])
@@ -172,12 +172,12 @@ def _on_ray(checkpoint_path, todo: ImageListing, sink: Sink, skipped: SkippedRep
              num_workers, device, cpus, "/draw" if sink.draws else "", read_cpus)
 
     ds = ray.data.from_arrow(blocks).map_batches(
-        read_resize, fn_kwargs={"image_size": image_size, "filesystem": todo.filesystem},
+        read_resize, fn_kwargs={"image_size": image_size},
         batch_size=batch_size, batch_format="numpy", num_cpus=read_cpus)
     ds = detect_stage(ds, checkpoint_path, num_workers, batch_size, device,
                       torch_threads=max(1, int(cpus)), score_thresh=score_thresh, num_cpus=cpus)
     if sink.draws:
-        ds = ds.map_batches(draw_batch, fn_kwargs={"class_names": class_names, "filesystem": todo.filesystem},
+        ds = ds.map_batches(draw_batch, fn_kwargs={"class_names": class_names},
                             batch_size=batch_size, batch_format="numpy", num_cpus=read_cpus)
     detections = 0
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

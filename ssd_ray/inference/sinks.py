@@ -193,7 +193,7 @@ def make_sink(fmt: str, out_dir, overwrite: bool = False, draw: bool = True) -> 
 def check_out_dir(out_dir, listing, recursive: bool, draws: bool) -> None:
     """ValueError when drawn copies would land among the source images: they could replace an original
     (`a.jpg` drawn over `a.jpg`) or be listed as inputs by the next run."""
-    if not draws:
+    if not draws or listing.in_bucket:  # drawings go to a local folder: never among a bucket's objects
         return
     out, root = os.path.abspath(out_dir), os.path.abspath(listing.root)
     inside = out == root or (recursive and out.startswith(root.rstrip(os.sep) + os.sep))
