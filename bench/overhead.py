@@ -53,7 +53,8 @@ def in_process(cfg, train, iters: int) -> float:
     step = TrainStep(model, priors_from_config(cfg.model, cfg.priors), optimizer,
                      StepSettings.from_config(cfg, torch.device("cpu")), criterion=MultiBoxLoss(cfg.loss.neg_pos),
                      ema=WeightEMA(model, t.ema_decay) if t.ema_decay > 0 else None)
-    maker = TrainSampleMaker(train.records, make_augmentation(cfg), t.seed, cfg.data.max_boxes)
+    maker = TrainSampleMaker(train.records, make_augmentation(cfg), t.seed, cfg.data.max_boxes,
+                             cache_mb=cfg.data.decode_cache_mb)
     collate = SSDCollate()
     epochs, index = sample_schedule(len(train.records), t.seed, 0, iters * t.batch_size)
     t0 = None

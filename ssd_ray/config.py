@@ -90,6 +90,9 @@ class DataConfig(_Section):
     accept_bad_records: bool = False  # go on anyway, without the dropped records (docs/data.md)
     synthetic: ShapesConfig | None = None
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    # Decoded training images each augmentation actor keeps in memory, in MB (0: none). A training set
+    # that fits is decoded once instead of once per epoch; past the budget images are decoded each time.
+    decode_cache_mb: int = Field(0, ge=0)
 
     @field_validator("train_sets", "val_sets")
     @classmethod
@@ -288,6 +291,10 @@ class RayConfig(_Section):
     max_preemption_failures: int = Field(-1, ge=-1)  # restarts after node preemptions; -1 = unbounded
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
+    # Custom Ray resources each train worker asks for besides CPUs/GPUs, e.g. {train_slot: 1} where only
+    # train nodes advertise `train_slot`. Elastic CPU groups need it (Ray 2.60 sizes an elastic group by
+    # resources, label selectors aside: docs/cluster.md "Spot instances").
+    worker_resources: dict[str, float] = Field(default_factory=dict)
     data_cpus: float = Field(1.0, gt=0.0)  # CPUs each data (decode + augment) actor asks for
     data_concurrency: int | None = Field(None, ge=1)  # augmentation actors; None: autoscale from 1
     address: str | None = None  # None: RAY_ADDRESS or a local Ray
@@ -315,6 +322,17 @@ class RayConfig(_Section):
             return (lo, hi) if lo != hi else lo
         if isinstance(v, int) and v < 0:
             raise ValueError(f"num_workers must be >= 0, got {v}")
+        return v
+
+    @field_validator("worker_resources")
+    @classmethod
+    def _custom_resources(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, amount in v.items():
+            if name in ("CPU", "GPU"):
+                raise ValueError(f"worker_resources holds custom resources; {name} comes from "
+                                 f"{'cpus_per_worker' if name == 'CPU' else 'use_gpu'}")
+            if amount <= 0:
+                raise ValueError(f"worker_resources.{name} must be > 0, got {amount}")
         return v
 
     @property

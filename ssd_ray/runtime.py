@@ -23,6 +23,14 @@ __all__ = ["init_ray", "finish_ray"]
 
 _STARTED_HERE = False  # whether init_ray started the local Ray this process uses (finish_ray stops only that)
 IDLE_WORKER_KEEP_MS = 30 * 60 * 1000  # a local Ray's idle pooled workers: kept, not exited (see above)
+# Ray Train services a single machine does not need: each is a process or a poll loop competing with
+# training for a laptop's cores (bench/cpu_share.py; docs/benchmarks.md "Where the CPU goes"). Set
+# for a local Ray only, unless the user set them; finish_ray removes them again.
+LOCAL_RAY_ENV = {
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # nothing drains the nodes of a one-machine Ray
+    "RAY_TRAIN_METRICS_ENABLED": "0",  # Train's Prometheus metrics: no Prometheus scrapes a local run
+}
+_ENV_SET_HERE: list[str] = []
 
 
 def init_ray(address: str | None = None, cfg=None, **local_kwargs) -> None:
@@ -58,6 +66,10 @@ def init_ray(address: str | None = None, cfg=None, **local_kwargs) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    for key, value in LOCAL_RAY_ENV.items():
+        if key not in os.environ:
+            _ENV_SET_HERE.append(key)
+            os.environ[key] = value
     # Pooled workers stay until shutdown instead of leaving after 1 s idle: a graceful idle exit is
     # where Ray's exit crash happens (module docstring); at shutdown they are killed outright.
     system_config = {"idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEEP_MS,
@@ -86,4 +98,7 @@ def finish_ray(succeeded: bool) -> None:
     if ray.is_initialized():
         ray.shutdown()
     _STARTED_HERE = False
+    for key in _ENV_SET_HERE:
+        os.environ.pop(key, None)
+    _ENV_SET_HERE.clear()
     ray_console.stop_driver_stderr_filter()

@@ -92,6 +92,17 @@ def test_elastic_worker_range_from_yaml_or_cli_and_checked_against_the_batch():
     assert config_from_dict(config_to_dict(cfg)) == cfg  # [min, max] round-trips through the resolved YAML
 
 
+def test_worker_resources_are_custom_and_positive():
+    from ssd_ray.train.launch import _scaling_config
+
+    cfg = load_config(ROOT / "configs/voc300.yaml", ["ray.num_workers=[1, 2]", "ray.worker_resources={train_slot: 1}"])
+    assert _scaling_config(cfg).resources_per_worker == {"CPU": cfg.ray.cpus_per_worker, "train_slot": 1.0}
+    with pytest.raises(ConfigError, match="CPU comes from cpus_per_worker"):
+        load_config(ROOT / "configs/voc300.yaml", ["ray.worker_resources={CPU: 2}"])
+    with pytest.raises(ConfigError, match=r"worker_resources.train_slot must be > 0, got 0"):
+        load_config(ROOT / "configs/voc300.yaml", ["ray.worker_resources={train_slot: 0}"])
+
+
 def test_num_classes_derived_or_checked():
     cfg = load_config(ROOT / "configs/voc300.yaml", ["model.num_classes=null"])
     assert cfg.with_num_classes(["cat", "dog"]).model.num_classes == 3

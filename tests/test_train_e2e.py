@@ -96,11 +96,14 @@ def test_two_workers_checkpoint_mlflow_and_nan_skip(ray_local, shapes_root, tmp_
 
 def test_resume_is_bit_identical_on_one_worker(ray_local, shapes_root, tmp_path):
     # 16 images, batch 4: an epoch is 4 iterations; 4 + 4 iterations must equal 8 straight, the
-    # weight average (EMA) included.
-    straight = run_training(tiny_config(shapes_root, tmp_path / "a", preserve_order=True, ema_decay=0.9))
-    first = run_training(tiny_config(shapes_root, tmp_path / "b", preserve_order=True, ema_decay=0.9, max_iter=4))
-    resumed = run_training(tiny_config(shapes_root, tmp_path / "b", preserve_order=True, ema_decay=0.9),
-                           resume=first.run_name)
+    # weight average (EMA) and the lr schedule (a step at 6, after the resume) included.
+    def cfg(folder, **train):
+        return tiny_config(shapes_root, tmp_path / folder, preserve_order=True, ema_decay=0.9, lr_steps=[6],
+                           gamma=0.1, **train)
+
+    straight = run_training(cfg("a"))
+    first = run_training(cfg("b", max_iter=4))
+    resumed = run_training(cfg("b"), resume=True)  # by config name: the latest run of config "tiny" there
     assert resumed.run_name == first.run_name and resumed.iterations == 8
     a = ckpt_io.load(latest_checkpoint(straight.run_dir)[1])
     b = ckpt_io.load(latest_checkpoint(resumed.run_dir)[1])
@@ -114,19 +117,8 @@ def test_resume_is_bit_identical_on_one_worker(ray_local, shapes_root, tmp_path)
     key = next(k for k, v in b["model"].items() if v.is_floating_point() and not torch.equal(v, b["ema"]["model"][k]))
     assert torch.equal(exported[key], b["ema"]["model"][key])
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 8
+    assert b["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-4)  # stepped at 6, after the resume
     assert b["mlflow_run_id"] == first.mlflow_run_id  # the resumed run re-attached to its MLflow run
-
-
-def test_resume_by_config_name_and_lr_restored(ray_local, shapes_root, tmp_path):
-    cfg = tiny_config(shapes_root, tmp_path, max_iter=4, lr_steps=[6], gamma=0.1)
-    first = run_training(cfg)
-    cont = tiny_config(shapes_root, tmp_path, max_iter=8, lr_steps=[6], gamma=0.1)
-    cont.ray.num_workers = 2
-    resumed = run_training(cont, resume=True)  # the latest run of config "tiny"
-    assert resumed.run_name == first.run_name
-    state = ckpt_io.load(latest_checkpoint(resumed.run_dir)[1])
-    assert state["iteration"] == 8
-    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-4)  # stepped at 6
 
 
 def test_killed_worker_restarts_from_checkpoint(ray_local, shapes_root, tmp_path):

@@ -259,16 +259,22 @@ def test_driver_closes_trial_runs_as_tune_saw_them(tmp_path):
 
 # ------------------------------------------------------------------------------ a real sweep
 @pytest.fixture
-def local_ray():
+def local_ray(monkeypatch):
+    import os
+
     import ray
 
-    from ssd_ray.runtime import init_ray
+    from ssd_ray.runtime import LOCAL_RAY_ENV, finish_ray, init_ray
 
+    for key in LOCAL_RAY_ENV:
+        monkeypatch.delenv(key, raising=False)
     # With the dashboard, its address handed to the workers: Train V2's placement-group cleaner polls
     # the state API; without it a trial stopped by ASHA leaks its placement group.
     init_ray(num_cpus=2)
+    assert {k: os.environ.get(k) for k in LOCAL_RAY_ENV} == LOCAL_RAY_ENV  # one machine: no preemption watcher
     yield ray
-    ray.shutdown()
+    finish_ray(succeeded=False)
+    assert not any(k in os.environ for k in LOCAL_RAY_ENV)  # a later cluster run gets Ray's defaults back
 
 
 # The end-to-end sweep: val_loss (mAP is 0 for every trial this early), SGD at a constant lr, no

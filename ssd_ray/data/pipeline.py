@@ -63,24 +63,42 @@ class TrainSampleMaker:
     `start_iter` int64 `[b]` (the iteration the stream began at, passed through when the rows have it).
     An unreadable image is logged with its path, counted, and replaced by another record chosen
     deterministically, so the stream keeps its length and DDP ranks stay in step.
+
+    cache_mb: decoded images kept (read-only) for the next epochs, up to this many MB (`data.decode_cache_mb`).
     """
 
     def __init__(self, records: list[ImageRecord], augment: SSDAugmentation | SSDWithExtra, seed: int,
-                 max_boxes: int):
+                 max_boxes: int, cache_mb: int = 0):
         self.samples = [_Sample(r.path, r.boxes, r.labels) for r in records]
         self.augment = augment
         self.seed = seed
         self.max_boxes = max_boxes
+        self.cache: dict[int, np.ndarray] = {}
+        self.cache_budget = int(cache_mb) << 20
+        self.cache_bytes = 0
         if isinstance(augment, SSDWithExtra):
             augment.prepare()  # import albumentations and build the extras while the actor starts
+
+    def _decode(self, i: int) -> np.ndarray:
+        """Record `i`'s pixels, from the cache when an earlier epoch decoded it (read-only there: the
+        augmentation makes new arrays, and a write would raise instead of changing later epochs)."""
+        image = self.cache.get(i)
+        if image is None:
+            image = decode_image(self.samples[i].path)
+            if self.cache_bytes + image.nbytes <= self.cache_budget:
+                image.flags.writeable = False
+                self.cache[i] = image
+                self.cache_bytes += image.nbytes
+        return image
 
     def _load(self, index: int) -> tuple[np.ndarray, _Sample, int]:
         n = len(self.samples)
         for attempt in range(SUBSTITUTE_TRIES):
             # A fixed stride walks to a different record on each attempt, the same wherever it runs.
-            s = self.samples[(index + attempt * 7919) % n]
+            i = (index + attempt * 7919) % n
+            s = self.samples[i]
             try:
-                return decode_image(s.path), s, attempt
+                return self._decode(i), s, attempt
             except (ValueError, OSError) as e:
                 log.warning("skipped (unreadable image): %s: %s", s.path, e)
         raise RuntimeError(f"{SUBSTITUTE_TRIES} images in a row could not be read, starting at "
@@ -97,6 +115,8 @@ class TrainSampleMaker:
         for row, (epoch, index) in enumerate(zip(batch["epoch"].tolist(), batch["index"].tolist())):
             image, s, skipped[row] = self._load(index)
             rng = np.random.default_rng([self.seed, epoch, index])
+            if with_extra and not image.flags.writeable:  # user transforms may work in place: not on the cache
+                image = image.copy()
             try:
                 img, bx, lb = self.augment(image, s.boxes, s.labels, rng)
             except Exception as e:  # a user's extra transform can fail on one image size: say which image
@@ -198,7 +218,7 @@ def build_train_dataset(dataset: DetectionDataset, cfg, start_iter: int = 0):
     return ray.data.from_arrow(blocks).map_batches(
         TrainSampleMaker, fn_constructor_kwargs={
             "records": dataset.records, "augment": make_augmentation(cfg), "seed": cfg.train.seed,
-            "max_boxes": cfg.data.max_boxes},
+            "max_boxes": cfg.data.max_boxes, "cache_mb": cfg.data.decode_cache_mb},
         batch_size=MAP_BATCH, batch_format="numpy", compute=compute, **data_remote_args(cfg))
 
 

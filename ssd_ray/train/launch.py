@@ -134,7 +134,7 @@ def _scaling_config(cfg: Config):
     if r.elastic:  # Ray Train grows the group back towards max every interval while it is healthy
         kwargs["elastic_resize_monitor_interval_s"] = r.elastic_resize_interval_s
     return ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu,
-                         resources_per_worker={"CPU": r.cpus_per_worker}, **kwargs)
+                         resources_per_worker={"CPU": r.cpus_per_worker, **r.worker_resources}, **kwargs)
 
 
 def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | None = None,
