@@ -203,3 +203,14 @@ def test_validation_split_over_two_ranks_equals_one_rank(setup, tmp_path):
     # eval batch 3: one rank sees batches (3, 1), the other (3, 1) of its 4 images, the single rank
     # (3, 3, 2): batch-normalised losses differ by batching only, so a loose tolerance.
     assert loss0 == loss1 and abs(loss0 - ref_loss) / ref_loss < 0.2
+
+
+def test_training_validation_scores_coco_ap_on_coco_format_data_only():
+    from pathlib import Path
+
+    from ssd_ray.config import load_config
+    from ssd_ray.train.validation import validation_iou_types
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    assert validation_iou_types(load_config(configs / "voc300.yaml")) == ("voc",)  # pycocotools: 4.5 s of 4.7
+    assert validation_iou_types(load_config(configs / "coco300.yaml")) == ("voc", "coco")  # the official numbers
