@@ -42,7 +42,7 @@ def median(xs: list[float]) -> float:
 def format_table(headers: list[str], rows: list[list[object]]) -> str:
     """Left-aligned first column, right-aligned others; floats printed with 1 decimal."""
     cells = [[f"{c:.1f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
 
     def line(vals: list[str]) -> str:
         return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(vals, widths)))

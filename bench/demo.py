@@ -60,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--map", type=float, default=0.90, help="the mAP@0.5 line")
     ap.add_argument("--log-dir", default=str(ROOT / "bench" / "results" / "demo"))
     args = ap.parse_args(argv)
+    if args.runs < 1:
+        ap.error(f"--runs must be >= 1, got {args.runs}")
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f"machine: nproc {os.cpu_count()}, {cpu_model()}; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
