@@ -43,8 +43,7 @@ KINDS = [
     ("ray", "runtime env agent", "runtime_env/agent"),
     ("ray", "monitor", "autoscaler/_private/monitor.py"),
     ("ray", "other Ray actor", "ray::"),
-    ("driver", "driver", ""),  # the command itself (matched by pid, see below)
-]
+]  # the command itself is the "driver" (matched by pid in classify)
 
 
 def _stat(pid: int) -> tuple[float, str, int] | None:
@@ -70,7 +69,7 @@ def _machine_cpu_s() -> float:
 def classify(title: str, is_driver: bool) -> tuple[str, str]:
     if is_driver:
         return "driver", "driver"
-    for group, label, needle in KINDS[:-1]:
+    for group, label, needle in KINDS:
         if needle in title:
             if label == "other Ray actor":  # name it: ray::Foo.bar -> Foo
                 name = title.split("ray::", 1)[1].split()[0].split(".")[0]
@@ -109,7 +108,7 @@ def main(argv=None) -> int:
             group, label = classify(title, pid == child.pid)
             rec = seen.setdefault(pid, {"cpu_s": 0.0, "group": group, "label": label, "title": title})
             rec["cpu_s"] = max(rec["cpu_s"], cpu)
-            if label not in ("idle Ray worker",) and (rec["label"] == "idle Ray worker" or group != "other"):
+            if group != "other" and label != "idle Ray worker":  # named by what the process became
                 rec.update(group=group, label=label, title=title)
         if child.poll() is not None:
             break
