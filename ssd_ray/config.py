@@ -138,6 +138,10 @@ class ModelConfig(_Section):
     # Local file, never downloaded: torchvision's `vgg16` state dict or ssd.pytorch's vgg16_reducedfc.pth.
     pretrained: str | None = None
     width: int = Field(24, ge=2)  # base channel width of the light backbone
+    # The light backbone's first conv (3 -> stem_width, stride 2, the model's costliest layer per
+    # multiply-add on CPU): its channels (None: width // 2) and whether BatchNorm follows it.
+    stem_width: int | None = Field(None, ge=1)
+    stem_norm: bool = True
     # How images become the network's input (ssd_ray/model/normalize.py). "auto": the one the starting
     # weights expect (--init-from's model file, ssd.pytorch's reducedfc VGG), else ssd-ray's own.
     normalization: Literal["auto", "ssd_ray", "ssd_pytorch", "torchvision"] = "auto"

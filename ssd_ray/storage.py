@@ -28,6 +28,7 @@ import logging
 import os
 import posixpath
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -356,6 +357,21 @@ def makedirs(path: str | os.PathLike) -> None:
     """Create a local folder; object stores have no folders (prefixes exist once an object is written)."""
     if not is_uri(path):
         Path(_local(path)).mkdir(parents=True, exist_ok=True)
+
+
+def remove_dir(path: str | os.PathLike) -> None:
+    """Delete a folder (an object store: every object under the prefix) and all it holds; a missing
+    one is not an error."""
+    if not is_uri(path):
+        shutil.rmtree(_local(path), ignore_errors=True)
+        return
+    fs, p = filesystem(path)
+    try:
+        fs.delete_dir(p)
+    except FileNotFoundError:
+        pass
+    except Exception as e:  # noqa: BLE001
+        raise _explain(e, str(path)) from None
 
 
 @contextlib.contextmanager

@@ -121,6 +121,38 @@ def test_resume_is_bit_identical_on_one_worker(ray_local, shapes_root, tmp_path)
     assert b["mlflow_run_id"] == first.mlflow_run_id  # the resumed run re-attached to its MLflow run
 
 
+def test_local_mode_persists_its_checkpoints_and_resumes_in_either_mode(ray_local, shapes_root, tmp_path):
+    # ray.num_workers 0: the loop runs in this process (Ray Train's local mode), where Ray keeps no
+    # checkpoint; the loop writes them to the run folder itself and a resume continues from there.
+    def cfg(folder, workers, **train):
+        c = tiny_config(shapes_root, tmp_path / folder, preserve_order=True, ema_decay=0.9, lr_steps=[6],
+                        gamma=0.1, checkpoint_every=2, **train)
+        c.ray.num_workers = workers
+        return c
+
+    threads = torch.get_num_threads()
+    local = run_training(cfg("local", 0))
+    assert torch.get_num_threads() == threads  # the loop's torch_threads do not outlive the run here
+    assert local.iterations == 8 and local.model_file and local.final_map is not None
+    # Checkpoints every 2 iterations; the newest two are kept, as Ray Train keeps them in worker mode.
+    run = Path(local.run_dir)
+    assert sorted(p.name for p in run.glob("checkpoint_*")) == ["checkpoint_00000006", "checkpoint_00000008"]
+    assert registered_iteration(run) == 8
+
+    # Half in local mode, then --resume with a Ray Train worker: the same weights as 8 straight.
+    first = run_training(cfg("mixed", 0, max_iter=4))
+    assert registered_iteration(first.run_dir) == 4
+    resumed = run_training(cfg("mixed", 1), resume=True)
+    assert resumed.run_name == first.run_name and resumed.iterations == 8
+    a = ckpt_io.load(latest_checkpoint(local.run_dir)[1])
+    b = ckpt_io.load(latest_checkpoint(resumed.run_dir)[1])
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 8
+    assert b["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-4)  # stepped at 6, after the resume
+    assert b["counters"]["attempts"] == [[0, 1, 0], [4, 1, 4]]  # [restored iteration, world, stream start]
+
+
 def test_killed_worker_restarts_from_checkpoint(ray_local, shapes_root, tmp_path):
     import ray
     from ray.util.state import list_actors

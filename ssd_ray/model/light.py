@@ -13,12 +13,11 @@ from torch import nn
 from .layers import spatial_size
 
 
-def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False),  # BN supplies the bias
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, norm: bool = True) -> nn.Sequential:
+    """Conv + BatchNorm + ReLU; `norm=False`: conv with a bias + ReLU (no BatchNorm)."""
+    conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=not norm)  # BN supplies the bias
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)) if norm else \
+        nn.Sequential(conv, nn.ReLU(inplace=True))
 
 
 class LightBackbone(nn.Module):
@@ -35,13 +34,15 @@ class LightBackbone(nn.Module):
     parameter count at 255M multiply-adds trained ~3x slower.
     """
 
-    def __init__(self, width: int = 24, num_sources: int = 4) -> None:
+    def __init__(self, width: int = 24, num_sources: int = 4, stem_width: int | None = None,
+                 stem_norm: bool = True) -> None:
         super().__init__()
         if width < 2 or num_sources < 1:
             raise ValueError(f"light backbone needs width >= 2 and >= 1 source, got {width=}, {num_sources=}")
         w = width
+        s = w // 2 if stem_width is None else stem_width
         stages = [
-            nn.Sequential(conv_bn_relu(3, w // 2, 3, 2), conv_bn_relu(w // 2, w, 3, 2),
+            nn.Sequential(conv_bn_relu(3, s, 3, 2, norm=stem_norm), conv_bn_relu(s, w, 3, 2),
                           conv_bn_relu(w, 2 * w, 3, 2), conv_bn_relu(2 * w, 2 * w, 3)),  # stride 8
             nn.Sequential(conv_bn_relu(2 * w, 4 * w, 3, 2), conv_bn_relu(4 * w, 4 * w, 3)),  # stride 16
             nn.Sequential(conv_bn_relu(4 * w, 8 * w, 3, 2)),  # stride 32
@@ -59,6 +60,8 @@ class LightBackbone(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

@@ -105,7 +105,8 @@ def _vgg_variant(num_sources: int) -> str:
 
 
 def build_ssd(model_cfg: Any, priors_cfg: Any) -> SSD:
-    """Build the SSD described by `model_cfg` (backbone, num_classes, min_dim, pretrained, width) and
+    """Build the SSD described by `model_cfg` (backbone, num_classes, min_dim, pretrained, width,
+    optional stem_width and stem_norm) and
     `priors_cfg` (feature_maps, aspect_ratios). Raises ValueError if the network's map sizes at
     `min_dim` differ from `priors_cfg.feature_maps`."""
     backbone_name = model_cfg.backbone
@@ -123,7 +124,8 @@ def build_ssd(model_cfg: Any, priors_cfg: Any) -> SSD:
         backbone: nn.Module = VGG16Backbone(_vgg_variant(len(feature_maps)))
         background_prior = None  # the reference's zero-bias heads
     elif backbone_name == "light":
-        backbone = LightBackbone(int(model_cfg.width), len(feature_maps))
+        backbone = LightBackbone(int(model_cfg.width), len(feature_maps), getattr(model_cfg, "stem_width", None),
+                                 bool(getattr(model_cfg, "stem_norm", True)))
         background_prior = 0.99
     else:
         raise ValueError(f"model.backbone must be one of {BACKBONES}, got {backbone_name!r}")

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
 from .. import checkpoint as ckpt_io
@@ -31,6 +32,7 @@ from ..data.sources import load_split
 from ..errors import RunSelectionError
 from ..runtime import finish_ray, init_ray
 from . import owner
+from .local_checkpoints import KEEP_CHECKPOINTS
 from .outputs import RunOutputs
 
 log = logging.getLogger("ssd_ray.train")
@@ -212,10 +214,20 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
         raise ValueError(f"run {run_name} already reached max_iter {cfg.train.max_iter}; "
                          f"raise train.max_iter (--set train.max_iter=N) to train further")
 
+    # Local mode (`ray.num_workers: 0`): the loop runs here, in the driver, and reads the stream itself:
+    # no Train controller, worker processes, DDP or split coordinator (docs/benchmarks.md: ~50 s less
+    # start-up on 2 cores). Ray Data and the augmentation actors work as in any run; the loop persists
+    # its checkpoints itself (local_checkpoints.py) and a crash is resumed with --resume, not by Ray.
+    local = cfg.ray.max_workers == 0
     init_ray(address, cfg)
     if tracker:
         reproduce.record_cluster(tracker, cfg)
     configure_data_context()
+    if local:  # DataConfig's options reach the workers' streams only; here the driver's context runs it
+        import ray.data
+
+        ray.data.DataContext.get_current().execution_options = data_execution_options(
+            cfg, preserve_order=cfg.train.preserve_order)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -224,11 +236,12 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
             "start_iter": start_iter,
             "mlflow": {"uri": tracking.tracking_uri(cfg), "run_id": mlflow_run_id} if tracker else None,
             "best_model_file": outputs.uri(reproduce.BEST_MODEL_FILE),  # rank 0 writes it, wherever it runs
+            "run_dir": str(run_dir), "local": local,
         },
         scaling_config=_scaling_config(cfg),
         run_config=RunConfig(
             name=run_name, callbacks=callbacks, **_run_storage(root),
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="iteration",
+            checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS, checkpoint_score_attribute="iteration",
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures, controller_failure_limit=3,
                                          max_preemption_failures=cfg.ray.max_preemption_failures),
@@ -244,6 +257,7 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
                                   execution_options={"train": data_execution_options(
                                       cfg, preserve_order=cfg.train.preserve_order)}),
     )
+    threads = torch.get_num_threads()
     try:
         result = trainer.fit()
     except (KeyboardInterrupt, SystemExit):
@@ -257,6 +271,8 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
             tracker.finish("FAILED")
         outputs.discard()
         raise
+    finally:
+        torch.set_num_threads(threads)  # local mode trained in this process with ray.torch_threads
     # Done with Ray: a Ray started here stops now, before the post-run work below leaves its workers
     # idle (idle workers exiting one by one can hit Ray's exit crash); its helpers' crash reports are
     # no longer news (runtime.finish_ray, docs/design.md "Ray at exit").

@@ -173,6 +173,26 @@ def _restore(state: dict, model, optimizer, scheduler, scaler, ema: WeightEMA | 
     return int(state["iteration"]), Counters(**state["counters"])
 
 
+def _state_to_restore(loop_config: dict, device: torch.device) -> dict | None:
+    """The training state this attempt continues from: the checkpoint Ray Train restores, unless the
+    loop persisted a newer one itself (local mode, `local_checkpoints.py`) -- the same choice as
+    `stream.registered_iteration`, which starts the data stream. None: a fresh start."""
+    import ray.train
+
+    from .local_checkpoints import checkpoint_dir, local_checkpoint_iteration
+
+    state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = ckpt_io.load(d, map_location=device)
+    run_dir = loop_config.get("run_dir")
+    local_it = local_checkpoint_iteration(run_dir) if run_dir else None
+    if local_it is not None and (state is None or int(state["iteration"]) < local_it):
+        state = ckpt_io.load(checkpoint_dir(run_dir, local_it), map_location=device)
+    return state
+
+
 def setup_worker(loop_config: dict) -> Worker:
     """Model, optimiser, schedule, EMA and step on this rank's device; the latest checkpoint restored."""
     import ray.train
@@ -205,10 +225,8 @@ def setup_worker(loop_config: dict) -> Worker:
 
         tracker = RunLogger(loop_config["mlflow"]["uri"], loop_config["mlflow"]["run_id"])
     iteration, counters = 0, Counters()
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = ckpt_io.load(d, map_location=device)
+    state = _state_to_restore(loop_config, device)
+    if state is not None:
         iteration, counters = _restore(state, model, optimizer, scheduler, scaler, ema)
         if rank == 0:
             log.info("resumed at iteration %d (lr %.3g)", iteration, optimizer.param_groups[0]["lr"])
@@ -222,7 +240,8 @@ def setup_worker(loop_config: dict) -> Worker:
 
 
 def report_checkpoint(w: Worker, metrics: dict) -> None:
-    """All ranks call this (a barrier); rank 0 attaches the full training state as a checkpoint."""
+    """All ranks call this (a barrier); rank 0 attaches the full training state as a checkpoint (in
+    local mode it writes the checkpoint to the run folder itself)."""
     import ray.train
 
     w.sync_counters()
@@ -241,6 +260,14 @@ def report_checkpoint(w: Worker, metrics: dict) -> None:
         "normalization": ckpt_io.normalization_spec(w.cfg.model.normalization),
         "mlflow_run_id": (w.loop_config.get("mlflow") or {}).get("run_id"),
     }
+    if w.loop_config.get("local"):  # local mode: Ray keeps no checkpoint, the loop writes it to the run folder
+        from . import local_checkpoints
+        from .stream import ray_registered_iteration
+
+        run_dir = w.loop_config["run_dir"]
+        local_checkpoints.persist(run_dir, state, w.iteration, keep_also=ray_registered_iteration(run_dir))
+        ray.train.report(metrics, checkpoint=None)
+        return
     with tempfile.TemporaryDirectory() as d:
         ckpt_io.save(state, os.path.join(d, ckpt_io.CHECKPOINT_FILE))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
@@ -331,7 +358,8 @@ def answer_preemption(w: Worker) -> None:
 
 
 def train_loop_per_worker(loop_config: dict) -> dict:
-    """Ray Train entry point. `loop_config`: config (dict), class_names, val_dataset, mlflow (uri, run_id), init_from."""
+    """Ray Train entry point. `loop_config`: config (dict), class_names, val_dataset, mlflow (uri, run_id),
+    init_from, start_iter, best_model_file, run_dir, local (Ray Train's local mode: this is the driver)."""
     import ray.train
 
     from ..data.pipeline import SSDCollate

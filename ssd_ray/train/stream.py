@@ -23,14 +23,27 @@ _CKPT_DIR = re.compile(r"^checkpoint_(\d{8})$")
 
 
 def registered_iteration(run_dir: str | Path) -> int | None:
-    """Iteration of the checkpoint Ray Train restores in `run_dir`, or None when it restores none.
+    """Iteration of the checkpoint a run in `run_dir` continues from, or None when there is none.
 
     Ray's checkpoint manager writes its state (the latest *registered* checkpoint) to the run folder
     each time it registers one, and restores exactly that. A checkpoint folder uploaded by a worker
     that died before the controller registered its report is on disk but is never restored, so the
     folders themselves do not decide (tests/test_train_e2e.py kills a worker right after an upload).
     `run_dir` may be a bucket URI (ssd_ray/storage.py).
+
+    A run (or part of one) trained in local mode has no snapshot of Ray's: there the loop's own record
+    (ssd_ray/train/local_checkpoints.py, written after the checkpoint is complete) names the
+    checkpoint, and when both exist (a run resumed in the other mode) the newer one is where the run
+    continues.
     """
+    from .local_checkpoints import local_checkpoint_iteration
+
+    found = [it for it in (ray_registered_iteration(run_dir), local_checkpoint_iteration(run_dir)) if it is not None]
+    return max(found) if found else None
+
+
+def ray_registered_iteration(run_dir: str | Path) -> int | None:
+    """Iteration of the checkpoint that Ray Train's checkpoint manager snapshot in `run_dir` names."""
     from .. import storage
 
     snap = storage.join(str(run_dir), SNAPSHOT_FILE)
