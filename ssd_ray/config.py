@@ -302,6 +302,9 @@ class RayConfig(_Section):
     data_cpus: float = Field(1.0, gt=0.0)  # CPUs each data (decode + augment) actor asks for
     data_concurrency: int | None = Field(None, ge=1)  # augmentation actors; None: autoscale from 1
     address: str | None = None  # None: RAY_ADDRESS or a local Ray
+    # A local Ray's dashboard (127.0.0.1); None: on, except in local mode (num_workers 0), which has no
+    # Train controller asking its state API and where its processes compete with training for the cores.
+    dashboard: bool | None = None
     # Checkpoints, outputs/, MLflow db and artifacts live under here; a local folder or a bucket URI
     # (s3://bucket/runs: then mlflow.tracking_uri is required, see ssd_ray/storage.py).
     storage_path: str = "runs"

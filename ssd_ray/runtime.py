@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["init_ray", "finish_ray"]
+__all__ = ["init_ray", "finish_ray", "local_dashboard"]
 
 _STARTED_HERE = False  # whether init_ray started the local Ray this process uses (finish_ray stops only that)
 IDLE_WORKER_KEEP_MS = 30 * 60 * 1000  # a local Ray's idle pooled workers: kept, not exited (see above)
@@ -33,15 +33,29 @@ LOCAL_RAY_ENV = {
 _ENV_SET_HERE: list[str] = []
 
 
+def local_dashboard(cfg) -> bool:
+    """Whether a local Ray starts its dashboard: `ray.dashboard`, or by default everywhere but local mode.
+
+    The dashboard (a head process, ~9 module processes and the state API) is what Train V2's
+    placement-group cleaner asks whether a Train controller is alive; local mode (`ray.num_workers:
+    0`) has no controller, so there it is off unless asked for: on 2 cores its start-up and polling
+    cost the demo ~10-25 s (docs/benchmarks.md).
+    """
+    r = getattr(cfg, "ray", None)
+    if r is None:
+        return True
+    return r.dashboard if r.dashboard is not None else r.max_workers > 0
+
+
 def init_ray(address: str | None = None, cfg=None, **local_kwargs) -> None:
     """Join the cluster at `address` (or `ray.address` / RAY_ADDRESS), else start a local Ray.
 
-    A local Ray binds its dashboard to 127.0.0.1 on a free port and hands that URL to every worker
-    (RAY_API_SERVER_ADDRESS): Train V2's placement-group cleaner asks the state API whether a Train
-    controller is alive, and without the address a worker finds it by scanning the machine, which
-    fails when another Ray runs there ("Found multiple active Ray instances"); the cleaner then dies
-    and a stopped run keeps its CPUs. Workers import this package, so the driver's path goes along
-    unless a Ray job's working_dir provides it.
+    A local Ray with a dashboard (`local_dashboard`) binds it to 127.0.0.1 on a free port and hands
+    that URL to every worker (RAY_API_SERVER_ADDRESS): Train V2's placement-group cleaner asks the
+    state API whether a Train controller is alive, and without the address a worker finds it by
+    scanning the machine, which fails when another Ray runs there ("Found multiple active Ray
+    instances"); the cleaner then dies and a stopped run keeps its CPUs. Workers import this package,
+    so the driver's path goes along unless a Ray job's working_dir provides it.
     """
     import socket
 
@@ -62,10 +76,14 @@ def init_ray(address: str | None = None, cfg=None, **local_kwargs) -> None:
                  runtime_env=None if os.environ.get("RAY_JOB_ID") else {"env_vars": env})
         ray_console.install()
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    dashboard = local_dashboard(cfg)
+    dashboard_kwargs = {"include_dashboard": False}
+    if dashboard:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        dashboard_kwargs = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
     for key, value in LOCAL_RAY_ENV.items():
         if key not in os.environ:
             _ENV_SET_HERE.append(key)
@@ -74,8 +92,8 @@ def init_ray(address: str | None = None, cfg=None, **local_kwargs) -> None:
     # where Ray's exit crash happens (module docstring); at shutdown they are killed outright.
     system_config = {"idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEEP_MS,
                      **local_kwargs.pop("_system_config", {})}
-    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             runtime_env={"env_vars": env}, log_to_driver=True, _system_config=system_config, **local_kwargs)
+    ray.init(runtime_env={"env_vars": env}, log_to_driver=True, _system_config=system_config,
+             **{**dashboard_kwargs, **local_kwargs})
     _STARTED_HERE = True
     ray_console.install()
 
