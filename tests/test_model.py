@@ -137,6 +137,25 @@ def test_light_width24_parameter_budget():
     assert not any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in ssd.modules())  # no depthwise
 
 
+def test_light_stem_without_batchnorm_and_narrower():
+    # The demo's stem: 3 -> 8 channels, a conv with a bias and no BatchNorm (the costliest layer per
+    # multiply-add on CPU), then the usual 8 -> 24 conv-BN-ReLU.
+    cfg = SimpleNamespace(backbone="light", num_classes=4, min_dim=224, pretrained=None, width=24,
+                          stem_width=8, stem_norm=False)
+    ssd = build_ssd(cfg, priors_cfg(LIGHT224_MAPS, [[2]] * 4))
+    first, second = ssd.backbone.stages[0][0], ssd.backbone.stages[0][1]
+    assert [type(m) for m in first] == [torch.nn.Conv2d, torch.nn.ReLU] and first[0].bias is not None
+    assert first[0].out_channels == 8 and second[0].in_channels == 8
+    assert isinstance(second[1], torch.nn.BatchNorm2d)
+    assert float(first[0].bias.abs().sum()) == 0.0  # zero-initialised, as BatchNorm's shift would be
+    n_backbone = sum(p.numel() for p in ssd.backbone.parameters())
+    # convs: 3*8*9 + 8 (bias) + 8*24*9 + (the rest as width 24) 24*48*9 + 48*48*9 + 48*96*9 + 96*96*9
+    # + 96*192*9 + 192*192*9 = 216 + 8 + 1,728 + 653,184; BN: 2 * (24+48+48+96+96+192+192) = 1,392
+    assert n_backbone == 216 + 8 + 1_728 + 653_184 + 1_392
+    assert ssd.feature_map_sizes(224) == LIGHT224_MAPS
+    assert ssd(torch.zeros(1, 3, 224, 224))[0].shape == (1, sum(f * f * 4 for f in LIGHT224_MAPS), 4)
+
+
 def test_light_conf_bias_starts_at_99_percent_background():
     ssd = light(num_classes=4)
     for conv in ssd.conf:
