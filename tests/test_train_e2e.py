@@ -54,6 +54,17 @@ def tiny_config(root: str, storage: Path, **train) -> Config:
     return config_from_dict(raw)
 
 
+def same_final_weights(run_a, run_b, updates: int) -> tuple[dict, dict]:
+    """The latest checkpoints of two runs, after checking that their weights are bit-identical and
+    their EMAs saw `updates` steps each."""
+    a = ckpt_io.load(latest_checkpoint(run_a)[1])
+    b = ckpt_io.load(latest_checkpoint(run_b)[1])
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["ema"]["updates"] == b["ema"]["updates"] == updates
+    return a, b
+
+
 def test_two_workers_checkpoint_mlflow_and_nan_skip(ray_local, shapes_root, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -105,11 +116,7 @@ def test_resume_is_bit_identical_on_one_worker(ray_local, shapes_root, tmp_path)
     first = run_training(cfg("b", max_iter=4))
     resumed = run_training(cfg("b"), resume=True)  # by config name: the latest run of config "tiny" there
     assert resumed.run_name == first.run_name and resumed.iterations == 8
-    a = ckpt_io.load(latest_checkpoint(straight.run_dir)[1])
-    b = ckpt_io.load(latest_checkpoint(resumed.run_dir)[1])
-    for k, v in a["model"].items():
-        assert torch.equal(v, b["model"][k]), k
-    assert a["ema"]["updates"] == b["ema"]["updates"] == 8
+    a, b = same_final_weights(straight.run_dir, resumed.run_dir, updates=8)
     for k, v in a["ema"]["model"].items():
         assert torch.equal(v, b["ema"]["model"][k]), k
     # The exported model file holds the average, not the last raw weights.
@@ -144,11 +151,7 @@ def test_local_mode_persists_its_checkpoints_and_resumes_in_either_mode(ray_loca
     assert registered_iteration(first.run_dir) == 4
     resumed = run_training(cfg("mixed", 1), resume=True)
     assert resumed.run_name == first.run_name and resumed.iterations == 8
-    a = ckpt_io.load(latest_checkpoint(local.run_dir)[1])
-    b = ckpt_io.load(latest_checkpoint(resumed.run_dir)[1])
-    for k, v in a["model"].items():
-        assert torch.equal(v, b["model"][k]), k
-    assert a["ema"]["updates"] == b["ema"]["updates"] == 8
+    _, b = same_final_weights(local.run_dir, resumed.run_dir, updates=8)
     assert b["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-4)  # stepped at 6, after the resume
     assert b["counters"]["attempts"] == [[0, 1, 0], [4, 1, 4]]  # [restored iteration, world, stream start]
 

@@ -241,7 +241,8 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
         scaling_config=_scaling_config(cfg),
         run_config=RunConfig(
             name=run_name, callbacks=callbacks, **_run_storage(root),
-            checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS, checkpoint_score_attribute="iteration",
+            checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS,
+                                               checkpoint_score_attribute="iteration",
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures, controller_failure_limit=3,
                                          max_preemption_failures=cfg.ray.max_preemption_failures),

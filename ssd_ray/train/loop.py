@@ -1,4 +1,5 @@
-"""The SSD training loop that runs on every Ray Train worker: one explicit loop, no hooks.
+"""The SSD training loop that runs on every Ray Train worker (in local mode, `ray.num_workers: 0`, in
+the driver itself): one explicit loop, no hooks.
 
 Read top to bottom: `setup_worker` builds the model, optimiser, schedule and the training step and
 restores the latest checkpoint; `train_loop_per_worker` runs the loop; every `checkpoint_every`
