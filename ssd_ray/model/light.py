@@ -15,7 +15,7 @@ from .layers import spatial_size
 
 def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, norm: bool = True) -> nn.Sequential:
     """Conv + BatchNorm + ReLU; `norm=False`: conv with a bias + ReLU (no BatchNorm)."""
-    conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=not norm)  # BN supplies the bias
+    conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=not norm)  # BN has its own shift
     return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)) if norm else \
         nn.Sequential(conv, nn.ReLU(inplace=True))
 

@@ -32,12 +32,11 @@ from ..data.sources import load_split
 from ..errors import RunSelectionError
 from ..runtime import finish_ray, init_ray
 from . import owner
-from .local_checkpoints import KEEP_CHECKPOINTS
+from .local_checkpoints import CHECKPOINT_DIR_RE, KEEP_CHECKPOINTS, checkpoint_dir
 from .outputs import RunOutputs
 
 log = logging.getLogger("ssd_ray.train")
 
-_CKPT_DIR = re.compile(r"^checkpoint_(\d{8})$")
 
 
 @dataclass
@@ -111,7 +110,7 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[int, Path | str] | None:
     for a local run, a URI string for a run in a bucket."""
     found = []
     for e in _list(str(run_dir)):
-        m = _CKPT_DIR.match(e.name)
+        m = CHECKPOINT_DIR_RE.match(e.name)
         if e.is_dir and m and storage.is_file(storage.join(e.path, ckpt_io.CHECKPOINT_FILE)):
             found.append((int(m.group(1)), e.path if storage.is_uri(e.path) else Path(e.path)))
     return max(found) if found else None
@@ -185,7 +184,7 @@ def run_training(cfg: Config, *, resume: bool | str = False, init_from: str | No
         registered = registered_iteration(storage.join(root, run_name))
         if registered is not None:
             start_iter = registered
-            mlflow_run_id = ckpt_io.load(storage.join(root, run_name, f"checkpoint_{registered:08d}")).get(
+            mlflow_run_id = ckpt_io.load(checkpoint_dir(storage.join(root, run_name), registered)).get(
                 "mlflow_run_id")
         log.info("resuming %s from iteration %d", run_name, start_iter)
     run_name = run_name or new_run_name(cfg)

@@ -20,11 +20,16 @@ from .. import storage
 
 RECORD_FILE = "local_checkpoint.json"
 KEEP_CHECKPOINTS = 2  # the newest checkpoints a run keeps, in either mode (launch.py's CheckpointConfig too)
-_CKPT_DIR = re.compile(r"^checkpoint_(\d{8})$")
+# A run's checkpoint folders, in either mode: `checkpoint_<iteration:08d>` (launch.py, stream.py, loop.py).
+CHECKPOINT_DIR_RE = re.compile(r"^checkpoint_(\d{8})$")
+
+
+def checkpoint_dir_name(iteration: int) -> str:
+    return f"checkpoint_{iteration:08d}"
 
 
 def checkpoint_dir(run_dir: str | Path, iteration: int) -> str:
-    return storage.join(str(run_dir), f"checkpoint_{iteration:08d}")
+    return storage.join(str(run_dir), checkpoint_dir_name(iteration))
 
 
 def local_checkpoint_iteration(run_dir: str | Path) -> int | None:
@@ -42,10 +47,9 @@ def persist(run_dir: str | Path, state: dict, iteration: int, keep_also: int | N
     folder = checkpoint_dir(run_dir, iteration)
     storage.makedirs(folder)
     ckpt_io.save(state, storage.join(folder, ckpt_io.CHECKPOINT_FILE))
-    storage.write_text(storage.join(str(run_dir), RECORD_FILE),
-                       json.dumps({"iteration": int(iteration), "checkpoint_dir_name": storage.basename(folder)}))
+    storage.write_text(storage.join(str(run_dir), RECORD_FILE), json.dumps({"iteration": int(iteration)}))
     older = sorted(int(m.group(1)) for e in storage.list_dir(str(run_dir))
-                   if e.is_dir and (m := _CKPT_DIR.match(e.name)) and int(m.group(1)) < iteration)
+                   if e.is_dir and (m := CHECKPOINT_DIR_RE.match(e.name)) and int(m.group(1)) < iteration)
     older = [it for it in older if it != keep_also]
     for it in older[:max(0, len(older) - (KEEP_CHECKPOINTS - 1))]:
         storage.remove_dir(checkpoint_dir(run_dir, it))

@@ -25,6 +25,7 @@ from ..config import Config, config_from_dict
 from ..loss import MultiBoxLoss
 from ..model import build_ssd
 from ..priors import priors_from_config
+from . import local_checkpoints
 from .ema import WeightEMA
 from .optim import build_optimizer, build_scheduler
 from .step import StepSettings, TrainStep
@@ -180,17 +181,15 @@ def _state_to_restore(loop_config: dict, device: torch.device) -> dict | None:
     `stream.registered_iteration`, which starts the data stream. None: a fresh start."""
     import ray.train
 
-    from .local_checkpoints import checkpoint_dir, local_checkpoint_iteration
-
     state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = ckpt_io.load(d, map_location=device)
     run_dir = loop_config.get("run_dir")
-    local_it = local_checkpoint_iteration(run_dir) if run_dir else None
+    local_it = local_checkpoints.local_checkpoint_iteration(run_dir) if run_dir else None
     if local_it is not None and (state is None or int(state["iteration"]) < local_it):
-        state = ckpt_io.load(checkpoint_dir(run_dir, local_it), map_location=device)
+        state = ckpt_io.load(local_checkpoints.checkpoint_dir(run_dir, local_it), map_location=device)
     return state
 
 
@@ -262,7 +261,6 @@ def report_checkpoint(w: Worker, metrics: dict) -> None:
         "mlflow_run_id": (w.loop_config.get("mlflow") or {}).get("run_id"),
     }
     if w.loop_config.get("local"):  # local mode: Ray keeps no checkpoint, the loop writes it to the run folder
-        from . import local_checkpoints
         from .stream import ray_registered_iteration
 
         run_dir = w.loop_config["run_dir"]
@@ -272,7 +270,7 @@ def report_checkpoint(w: Worker, metrics: dict) -> None:
     with tempfile.TemporaryDirectory() as d:
         ckpt_io.save(state, os.path.join(d, ckpt_io.CHECKPOINT_FILE))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
-                         checkpoint_dir_name=f"checkpoint_{w.iteration:08d}")
+                         checkpoint_dir_name=local_checkpoints.checkpoint_dir_name(w.iteration))
 
 
 def evaluate(w: Worker, final: bool) -> dict:

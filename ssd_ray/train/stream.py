@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 log = logging.getLogger("ssd_ray.train")
 
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's checkpoint manager state, in the run folder
-_CKPT_DIR = re.compile(r"^checkpoint_(\d{8})$")
 
 
 def registered_iteration(run_dir: str | Path) -> int | None:
@@ -55,7 +53,9 @@ def ray_registered_iteration(run_dir: str | Path) -> int | None:
     it = (latest.get("metrics") or {}).get("iteration")
     if it is not None:
         return int(it)
-    m = _CKPT_DIR.match(latest.get("checkpoint_dir_name", ""))
+    from .local_checkpoints import CHECKPOINT_DIR_RE
+
+    m = CHECKPOINT_DIR_RE.match(latest.get("checkpoint_dir_name", ""))
     return int(m.group(1)) if m else None
 
 
