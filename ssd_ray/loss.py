@@ -6,10 +6,24 @@ is fully batched: no Python loop over images, no host synchronisation, no data-d
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+
+def log_softmax_classes(logits: torch.Tensor) -> torch.Tensor:
+    """`log_softmax(logits, dim=-1)` for `[..., C]` class logits, the faster way for the device and C.
+
+    torch's CPU log-softmax kernel vectorises along the class dimension, which is slow when C is a
+    handful of classes: for `[32, 3060, 6]` (the shapes demo) it took 3.3 ms against 1.2 ms for
+    `x - logsumexp(x)` on 2 cores; at C = 21 or 81 the kernel is 2.4x faster than the subtraction.
+    """
+    if logits.device.type == "cpu" and logits.shape[-1] <= 8:
+        return logits - logits.logsumexp(dim=-1, keepdim=True)
+    return torch.log_softmax(logits, dim=-1)
 
 
 class _SelectedCrossEntropy(torch.autograd.Function):
@@ -75,7 +89,7 @@ class MultiBoxLoss(nn.Module):
         loss_l = (F.smooth_l1_loss(loc_pred, loc_t, reduction="none") * pos[..., None]).sum()
 
         with torch.no_grad():
-            log_p = torch.log_softmax(conf_pred.detach(), dim=-1)  # [B,P,C], shared by mining and CE
+            log_p = log_softmax_classes(conf_pred.detach())  # [B,P,C], shared by mining and CE
             neg = self._hardest(-log_p[..., 0], pos, num_pos)
         loss_c = _SelectedCrossEntropy.apply(conf_pred, log_p, conf_t, (pos | neg).to(conf_pred.dtype))
         return loss_l / n_total, loss_c / n_total
@@ -86,14 +100,33 @@ class MultiBoxLoss(nn.Module):
         `conf_pred [B,P,C]` logits; the background loss is `logsumexp - logit_0` (= `-log_softmax[..., 0]`).
         """
         with torch.no_grad():
-            return self._hardest(-torch.log_softmax(conf_pred, dim=-1)[..., 0], pos, num_pos)
+            return self._hardest(-log_softmax_classes(conf_pred)[..., 0], pos, num_pos)
 
     def _hardest(self, bg_loss, pos, num_pos) -> torch.Tensor:
         """Mask `[B,P]` of the `neg_pos * num_pos[b]` largest `bg_loss [B,P]` entries that are not `pos`."""
         bg_loss = bg_loss.masked_fill(pos, 0.0)  # positives never count as negatives
-        order = bg_loss.argsort(dim=1, descending=True)
-        # rank[b, order[b, r]] = r: one sort and a scatter instead of the reference's two sorts.
-        ranks = torch.arange(order.shape[1], device=order.device).expand_as(order)
-        rank = torch.empty_like(order).scatter_(1, order, ranks)
         num_neg = (self.neg_pos * num_pos).clamp(max=pos.shape[1] - 1)
-        return rank < num_neg[:, None]
+        if bg_loss.device.type == "cpu":
+            return largest_per_row_topk(bg_loss, num_neg)
+        return largest_per_row_sorted(bg_loss, num_neg)
+
+
+def largest_per_row_sorted(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Mask `[B,P]` of the `counts[b]` largest entries of each row of `values [B,P]` (ranks below
+    `counts[b]`, so a fractional count rounds up). One full sort and a scatter, no host sync (the
+    reference sorts twice)."""
+    order = values.argsort(dim=1, descending=True)
+    # rank[b, order[b, r]] = r
+    ranks = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, ranks)
+    return rank < counts[:, None]
+
+
+def largest_per_row_topk(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The same mask as `largest_per_row_sorted` from a partial sort of the k largest per row, k =
+    the largest count: 3-4x cheaper on CPU (0.7 vs 2.5 ms for [32, 3060], 2 cores). It reads k on
+    the host, a sync that costs nothing on the CPU but stalls an accelerator, which keeps the sort."""
+    k = math.ceil(float(counts.max())) if counts.numel() else 0
+    top = values.topk(k, dim=1).indices  # [B,k], largest first
+    chosen = torch.arange(k, device=values.device) < counts[:, None]  # rank < this row's count
+    return torch.zeros(values.shape, dtype=torch.bool, device=values.device).scatter_(1, top, chosen)

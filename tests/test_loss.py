@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ssd_ray.boxes import match_batch
-from ssd_ray.loss import MultiBoxLoss
+from ssd_ray.loss import MultiBoxLoss, largest_per_row_sorted, largest_per_row_topk, log_softmax_classes
 
 
 def test_two_prior_hand_worked():
@@ -86,3 +86,35 @@ def test_nan_predictions_propagate_so_the_loop_can_skip():
 def test_neg_pos_below_one_rejected():
     with pytest.raises(ValueError, match="neg_pos"):
         MultiBoxLoss(neg_pos=0.5)
+
+
+@pytest.mark.parametrize("classes", [2, 6, 21])
+def test_log_softmax_classes_equals_torch_and_stays_finite(classes):
+    # 6 classes takes the CPU's logsumexp path, 21 torch's kernel; both must be log_softmax, also at
+    # logits large enough that a naive exp overflows float32 (e^100 = inf).
+    logits = torch.randn(4, 50, classes) * 5
+    logits[0, 0] = 100.0
+    logits[1, 1, 0] = -100.0
+    out = log_softmax_classes(logits)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out, torch.log_softmax(logits, dim=-1), atol=1e-5)
+
+
+@pytest.mark.parametrize("neg_pos", [3.0, 2.5])
+def test_topk_and_sorted_hard_negative_masks_agree(neg_pos):
+    # The CPU's partial sort and the accelerators' full sort pick the same priors (no ties here:
+    # continuous random losses); a fractional quota rounds up in both (rank < 2.5 keeps ranks 0, 1, 2).
+    g = torch.Generator().manual_seed(0)
+    values = torch.rand(5, 300, generator=g)
+    counts = torch.tensor([0, 1, 7, 120, 299]) * (neg_pos / 3.0)
+    topk = largest_per_row_topk(values, counts)
+    assert torch.equal(topk, largest_per_row_sorted(values, counts))
+    assert topk.sum(1).tolist() == [math.ceil(c) for c in counts.tolist()]
+    row = 2  # its 7·neg_pos/3 largest values, by hand
+    assert torch.equal(topk[row].nonzero().flatten().sort().values,
+                       values[row].argsort(descending=True)[: math.ceil(float(counts[row]))].sort().values)
+
+
+def test_topk_hard_negatives_with_no_positive_in_the_batch():
+    mask = largest_per_row_topk(torch.rand(2, 10), torch.zeros(2))
+    assert mask.shape == (2, 10) and not mask.any()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .light import LightBackbone
@@ -91,8 +92,16 @@ class SSD(nn.Module):
                     f"input {list(x.shape[-2:])} gives source {k} of size {list(src.shape[-2:])}, "
                     f"the priors expect {f}x{f} (feature_maps {self.feature_maps})"
                 )
-            locs.append(loc(src).permute(0, 2, 3, 1).reshape(b, -1, 4))
-            confs.append(conf(src).permute(0, 2, 3, 1).reshape(b, -1, self.num_classes))
+            # Both heads of a source as one conv (their weights stacked along the output channels): the
+            # same sums, but one pass over the source map forward and backward instead of two, 1.3x
+            # faster for the light model's heads on CPU (docs/benchmarks.md). The modules stay two, so
+            # state_dicts keep the reference's `loc.k` / `conf.k` names.
+            out = F.conv2d(src, torch.cat([loc.weight, conf.weight]), torch.cat([loc.bias, conf.bias]),
+                           loc.stride, loc.padding, loc.dilation)
+            out = out.permute(0, 2, 3, 1)  # [B,f,f,boxes·(4 + C)]; no copy for channels_last maps
+            n_loc = loc.out_channels
+            locs.append(out[..., :n_loc].reshape(b, -1, 4))
+            confs.append(out[..., n_loc:].reshape(b, -1, self.num_classes))
         return torch.cat(locs, dim=1), torch.cat(confs, dim=1)
 
 
