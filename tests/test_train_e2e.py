@@ -91,7 +91,11 @@ def test_two_workers_checkpoint_mlflow_and_nan_skip(ray_local, shapes_root, tmp_
     run = client.get_run(summary.mlflow_run_id)
     assert run.data.params["train.lr"] == "0.003" and run.info.status == "FINISHED"
     losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)]
-    assert len(losses) == 6 and losses[-1] < losses[0]  # logged every 4 iterations; training lowers it
+    # Logged every 4 iterations; training lowers it. One window's loss on 16 augmented images moves by
+    # ~0.2 from run to run (two ranks fed by one stream are not bit-reproducible), as much as 24
+    # iterations lower it, so compare the mean of the last three windows with the first three
+    # (measured 9.5 vs 10.0).
+    assert len(losses) == 6 and sum(losses[3:]) < sum(losses[:3])
     assert client.get_metric_history(run.info.run_id, "skipped_steps")[-1].value == 1
     assert client.get_metric_history(run.info.run_id, "val_mAP")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
