@@ -93,8 +93,8 @@ class SSD(nn.Module):
                     f"the priors expect {f}x{f} (feature_maps {self.feature_maps})"
                 )
             # Both heads of a source as one conv (their weights stacked along the output channels): the
-            # same sums, but one pass over the source map forward and backward instead of two, 1.3x
-            # faster for the light model's heads on CPU (docs/benchmarks.md). The modules stay two, so
+            # same sums, but one pass over the source map forward and backward instead of two: 1.04x
+            # the demo's whole training step on CPU (docs/benchmarks.md). The modules stay two, so
             # state_dicts keep the reference's `loc.k` / `conf.k` names.
             out = F.conv2d(src, torch.cat([loc.weight, conf.weight]), torch.cat([loc.bias, conf.bias]),
                            loc.stride, loc.padding, loc.dilation)
